@@ -1,0 +1,5 @@
+"""Attacks: `attack(model, x, y) -> x_adv` inside the epsilon ball and the box."""
+
+from keras_advreg.attacks.base import Attack
+from keras_advreg.attacks.fgsm import FGSM
+from keras_advreg.attacks.pgd import PGD

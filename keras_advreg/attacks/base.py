@@ -1,0 +1,108 @@
+"""The `Attack` contract: `attack(model, x, y) -> x_adv`."""
+
+import keras
+import tensorflow as tf
+
+from keras_advreg import checks
+from keras_advreg.attacks import geometry, losses
+
+# A float16 model's input gradients underflow when the attack loss is a small
+# batch mean (DESIGN.md section 6). The attack loss is a float32 per-example sum
+# times this fixed scale; attacks use only the gradient's direction, so the
+# scale changes nothing else.
+ATTACK_LOSS_SCALE = 2.0**10
+
+# Per-example losses an attack can maximize, each `fn(labels, logits, reference_logits)`.
+ATTACK_LOSSES = {
+    "cross_entropy": lambda y, z, ref: losses.cross_entropy(y, z),
+    "cw_margin": lambda y, z, ref: losses.cw_margin(y, z),
+    "kl": lambda y, z, ref: losses.kl_divergence(ref, z),
+}
+
+
+class Attack:
+    """Base class of attacks: a perturbation inside an epsilon ball and a box.
+
+    Subclasses implement `perturb`. Calling the attack runs the model with
+    `training=False` and returns a stop-gradient batch inside the ball of radius
+    `epsilon` around `x` and inside `[clip_min, clip_max]`. It works eagerly and
+    inside a traced `train_step`.
+
+    Args:
+        epsilon: the radius of the threat model (the largest allowed perturbation
+            norm), not the size of one step.
+        norm: "linf" (or `np.inf`) or "l2" (or 2).
+        clip_min: the smallest valid input value.
+        clip_max: the largest valid input value.
+    """
+
+    def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0):
+        self.epsilon = checks.number("epsilon", epsilon)
+        self.norm = checks.norm(norm)
+        self.clip_min, self.clip_max = checks.box(clip_min, clip_max)
+
+    def __call__(self, model, x, y, scale=1.0):
+        """Returns adversarial examples for the batch `(x, y)`.
+
+        Args:
+            model: a Keras model returning logits.
+            x: a float batch of inputs in `[clip_min, clip_max]`.
+            y: the labels (sparse or one-hot); for a targeted attack, the targets.
+            scale: a multiplier of epsilon and the step size, for epsilon ramps
+                (a float or a scalar variable).
+
+        Returns:
+            The adversarial batch, same shape and dtype as `x`, stop-gradient.
+        """
+        x = tf.convert_to_tensor(x, dtype=tf.float32)
+        return tf.stop_gradient(self.perturb(model, x, y, scale))
+
+    def perturb(self, model, x, y, scale):
+        """Computes the adversarial batch; implemented by subclasses."""
+        raise NotImplementedError
+
+    def project(self, x_adv, x, epsilon):
+        """Projects onto the ball of radius `epsilon` around `x` and onto the box."""
+        return geometry.project(x_adv, x, epsilon, self.norm, self.clip_min, self.clip_max)
+
+    def get_config(self):
+        return {"epsilon": self.epsilon, "norm": self.norm,
+                "clip_min": self.clip_min, "clip_max": self.clip_max}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def logits_of(model, x):
+    """Runs `model` in inference mode and returns float32 logits."""
+    return tf.cast(model(x, training=False), tf.float32)
+
+
+def loss_gradient(model, x, y, loss_fn, reference_logits=None):
+    """The per-example attack loss at `x` and its input gradient.
+
+    The gradient is of the scaled per-example sum, so it is the per-example
+    gradient up to the positive constant `ATTACK_LOSS_SCALE`; non-finite entries
+    are zeroed.
+
+    Returns:
+        `(per_example_loss, logits, gradient)`.
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        logits = logits_of(model, x)
+        per_example = loss_fn(y, logits, reference_logits)
+        total = tf.reduce_sum(per_example) * ATTACK_LOSS_SCALE
+    gradient = tape.gradient(total, x)
+    gradient = tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+    return per_example, logits, gradient
+
+
+def register(cls):
+    """Registers an attack class for `.keras` serialization."""
+    return keras.saving.register_keras_serializable(package="keras_advreg")(cls)

@@ -1,0 +1,62 @@
+"""Norm-ball geometry for attacks: steps, projections and random starts.
+
+All functions act per example on batches of any rank (batch first). `norm` is a
+canonical name from `keras_advreg.checks.norm`: "linf" or "l2".
+"""
+
+import tensorflow as tf
+
+_TINY = 1e-12
+
+
+def _per_example_l2(t):
+    """Euclidean norm of each example, shaped to broadcast against `t`."""
+    flat = tf.reshape(t, [tf.shape(t)[0], -1])
+    norms = tf.sqrt(tf.reduce_sum(tf.square(flat), axis=1))
+    return tf.reshape(norms, [-1] + [1] * (t.shape.rank - 1))
+
+
+def steepest_ascent(gradient, norm):
+    """The unit-norm direction of steepest ascent: sign(g) for linf, g/||g||_2 for l2.
+
+    A zero gradient gives a zero direction (never NaN).
+    """
+    if norm == "linf":
+        return tf.sign(gradient)
+    return gradient / tf.maximum(_per_example_l2(gradient), _TINY)
+
+
+def project(x_adv, x, epsilon, norm, clip_min, clip_max):
+    """Projects `x_adv` onto the epsilon ball around `x`, then onto the box."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = tf.clip_by_value(delta, -epsilon, epsilon)
+    else:
+        factor = tf.minimum(1.0, epsilon / tf.maximum(_per_example_l2(delta), _TINY))
+        delta = delta * factor
+    return tf.clip_by_value(x + delta, clip_min, clip_max)
+
+
+def random_start(x, epsilon, norm, kind="uniform"):
+    """A random perturbation of `x` inside the epsilon ball (before box clipping).
+
+    Args:
+        x: the clean batch.
+        epsilon: the radius (a float or scalar tensor).
+        norm: "linf" or "l2".
+        kind: "uniform" (uniform in the ball) or "normal" (0.001 * N(0, I), the
+            TRADES start, where a KL loss has zero gradient at delta = 0).
+
+    Returns:
+        `x + delta`.
+    """
+    if kind == "normal":
+        return x + 0.001 * tf.random.normal(tf.shape(x), dtype=x.dtype)
+    if norm == "linf":
+        return x + tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype) * epsilon
+    # Uniform in the l2 ball: a uniform direction and radius epsilon * u^(1/d).
+    direction = tf.random.normal(tf.shape(x), dtype=x.dtype)
+    direction = direction / tf.maximum(_per_example_l2(direction), _TINY)
+    dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
+    u = tf.random.uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), dtype=x.dtype)
+    return x + direction * epsilon * tf.pow(u, 1.0 / dims)

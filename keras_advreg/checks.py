@@ -1,0 +1,89 @@
+"""Argument validation shared by attacks, objectives, callbacks and the CLI.
+
+Every check raises `ValueError` naming the argument and the allowed values, so a
+bad hyperparameter fails when the object is built, before any training step.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+# Every spelling users reach for, mapped to one canonical name.
+_NORM_ALIASES = {
+    "linf": "linf", "inf": "linf", "l_inf": "linf", np.inf: "linf",
+    "l2": "l2", 2: "l2", "2": "l2",
+    "l1": "l1", 1: "l1", "1": "l1",
+}
+
+
+def number(name, value, *, minimum=0.0, strict=False, maximum=None):
+    """Returns `value` as a float, or raises if it is not a finite number in range.
+
+    Args:
+        name: the argument's name, used in the error message.
+        value: the value to check.
+        minimum: the smallest allowed value.
+        strict: if True, `minimum` itself is not allowed.
+        maximum: the largest allowed value, or None.
+
+    Returns:
+        `float(value)`.
+    """
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+    bound = f"> {minimum}" if strict else f">= {minimum}"
+    if (value <= minimum) if strict else (value < minimum):
+        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum}, got {value!r}.")
+    return float(value)
+
+
+def integer(name, value, *, minimum=1):
+    """Returns `value` as an int, or raises if it is not an integer >= `minimum`."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def choice(name, value, allowed):
+    """Returns `value` if it is one of `allowed`, or raises listing them."""
+    if value not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {list(allowed)}, got {value!r}.")
+    return value
+
+
+def norm(value, allowed=("linf", "l2"), name="norm"):
+    """Returns the canonical name ("linf", "l2" or "l1") of a norm spelling.
+
+    Args:
+        value: "linf"/"inf"/`np.inf`, "l2"/2 or "l1"/1.
+        allowed: the canonical norms this caller supports.
+        name: the argument's name, used in the error message.
+
+    Returns:
+        The canonical norm name.
+    """
+    try:
+        canonical = _NORM_ALIASES.get(value.lower() if isinstance(value, str) else value)
+    except TypeError:  # unhashable
+        canonical = None
+    if canonical not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {list(allowed)} (also np.inf, 2, 1), got {value!r}.")
+    return canonical
+
+
+def box(clip_min, clip_max):
+    """Checks that `[clip_min, clip_max]` is a non-empty interval."""
+    clip_min = number("clip_min", clip_min, minimum=-math.inf)
+    clip_max = number("clip_max", clip_max, minimum=-math.inf)
+    if clip_max <= clip_min:
+        raise ValueError(
+            f"`clip_max` must be > `clip_min`, got clip_min={clip_min}, clip_max={clip_max}.")
+    return clip_min, clip_max

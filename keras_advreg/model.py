@@ -1,0 +1,162 @@
+"""`AdvRegModel`: adversarial regularization inside `model.fit`."""
+
+import keras
+import tensorflow as tf
+
+from keras_advreg import checks, data_checks, distribute
+from keras_advreg.attacks import losses
+from keras_advreg.objectives import CleanLoss, StepContext
+
+
+@keras.saving.register_keras_serializable(package="keras_advreg")
+class AdvRegModel(keras.Model):
+    """Trains any Keras classifier with an adversarial objective.
+
+    `train_step` computes the adversarial points the objective needs (model in
+    inference mode, outside the gradient tape), then the weighted sum of the
+    objective's terms, then follows Keras's own step: loss scaling for mixed
+    precision, `optimizer.apply`, compiled metrics. Each term's weight is a
+    non-trainable variable in `term_weights` (callbacks assign to it), and
+    `epsilon_scale` multiplies every attack's epsilon and step size. Logs the
+    total `loss`, each weighted term under its name, the compiled metrics on
+    clean inputs and `adv_accuracy` on the first attack's adversarial inputs.
+    Custom terms are divided by the replica count under a `tf.distribute`
+    strategy, as Keras divides the compiled loss.
+
+    The base model must return logits. Calling the wrapper calls the base model;
+    export `model.base_model`.
+
+    Args:
+        base_model: a Keras model (Sequential, functional or subclassed)
+            mapping inputs in [0, 1] to logits.
+        objective: an `Objective` or a list of them, usually from
+            `keras_advreg.methods`; defaults to `methods.standard()`.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Example:
+
+    >>> import keras, numpy as np, keras_advreg as kar
+    >>> base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model = kar.AdvRegModel(base, kar.methods.madry(epsilon=0.1, steps=2))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = model.fit(np.random.rand(8, 4), np.arange(8) % 3, verbose=0)
+    >>> sorted(history.history)
+    ['adv_accuracy', 'adversarial_loss', 'loss']
+    """
+
+    def __init__(self, base_model, objective=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(base_model, keras.Model):
+            raise ValueError(f"`base_model` must be a keras.Model, got {type(base_model).__name__}.")
+        if objective is None:
+            objective = [CleanLoss()]
+        self.base_model = base_model
+        self.objectives = tuple(objective if isinstance(objective, (list, tuple)) else [objective])
+        names = [o.name for o in self.objectives]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"`objective` must hold terms with distinct names, got {names}.")
+        self.attacks = [o.attack for o in self.objectives if o.attack is not None]
+        self.term_weights = {
+            o.name: self.add_weight(name=f"{o.name}_weight", shape=(), trainable=False,
+                                    initializer=keras.initializers.Constant(o.weight))
+            for o in self.objectives}
+        self.epsilon_scale = self.add_weight(name="epsilon_scale", shape=(), trainable=False,
+                                             initializer="ones")
+        self.term_trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self.adversarial_accuracy = (keras.metrics.Mean(name="adv_accuracy")
+                                     if self.attacks else None)
+
+    def call(self, inputs, training=None):
+        return self.base_model(inputs, training=training)
+
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        if self._compile_loss is None:
+            raise ValueError("AdvRegModel.compile needs a `loss`, e.g. "
+                             "keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+
+    def compiled_loss_value(self, y, logits, sample_weight=None):
+        """The compiled loss at `logits`, undoing Keras's division by the replica count."""
+        return self._compile_loss(y, logits, sample_weight) * distribute.replica_count()
+
+    def set_term_weight(self, name, value):
+        """Assigns the weight of the term `name` (a non-negative number)."""
+        checks.choice("name", name, self.term_weights)
+        self.term_weights[name].assign(checks.number(f"{name} weight", value))
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        context = StepContext(self, x, y, sample_weight, training=True)
+        with tf.GradientTape() as tape:
+            weighted, total = self._weighted_terms(context)
+            loss = self.optimizer.scale_loss(total / distribute.replica_count())
+        gradients = tape.gradient(loss, self.trainable_variables)
+        metrics = self._update_metrics(context, weighted, total)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return metrics
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        context = StepContext(self, x, y, sample_weight, training=False)
+        weighted, total = self._weighted_terms(context)
+        return self._update_metrics(context, weighted, total)
+
+    def _weighted_terms(self, context):
+        weighted = {o.name: tf.cast(self.term_weights[o.name], tf.float32) * o(context)
+                    for o in self.objectives}
+        total = tf.add_n(list(weighted.values()))
+        if self.losses:  # regularizers of the base model's layers, once
+            total += tf.add_n([tf.cast(loss, tf.float32) for loss in self.losses])
+        return weighted, total
+
+    def _update_metrics(self, context, weighted, total):
+        batch_size = tf.shape(context.x)[0]
+        self._loss_tracker.update_state(total, sample_weight=batch_size)
+        for name, value in weighted.items():
+            self.term_trackers[name].update_state(value, sample_weight=batch_size)
+        if self.attacks:
+            correct = tf.logical_not(losses.misclassified(context.y, self._logits(context, self.attacks[0])))
+            self.adversarial_accuracy.update_state(tf.cast(correct, tf.float32),
+                                                   sample_weight=context.sample_weight)
+        return self.compute_metrics(context.x, context.y, self._logits(context, "clean"),
+                                    sample_weight=context.sample_weight)
+
+    def _logits(self, context, point):
+        """Logits at `point` from the step's forward passes, or an inference pass."""
+        logits = context.computed_logits(point)
+        if logits is None:
+            logits = self.base_model(context.inputs(point), training=False)
+        return logits
+
+    def fit(self, x=None, y=None, **kwargs):
+        """Checks the data (see `keras_advreg.checks.batch`), then `keras.Model.fit`."""
+        self._check_data(x, y, kwargs.get("validation_data"))
+        return super().fit(x, y, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Checks the data (see `keras_advreg.checks.batch`), then `keras.Model.evaluate`."""
+        self._check_data(x, y)
+        return super().evaluate(x, y, **kwargs)
+
+    def _check_data(self, x, y, validation_data=None):
+        box = ((min(a.clip_min for a in self.attacks), max(a.clip_max for a in self.attacks))
+               if self.attacks else None)
+        data_checks.check_data(self.base_model, x, y, box=box)
+        if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
+            data_checks.check_data(self.base_model, validation_data[0], validation_data[1], box=box,
+                                   argument="validation_data")
+        elif validation_data is not None:
+            data_checks.check_data(self.base_model, validation_data, None, box=box,
+                                   argument="validation_data")
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "base_model": keras.saving.serialize_keras_object(self.base_model),
+                "objective": [keras.saving.serialize_keras_object(o) for o in self.objectives]}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        base_model = keras.saving.deserialize_keras_object(config.pop("base_model"))
+        objective = [keras.saving.deserialize_keras_object(o) for o in config.pop("objective")]
+        return cls(base_model, objective, **config)

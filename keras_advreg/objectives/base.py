@@ -1,0 +1,156 @@
+"""The `Objective` contract and the per-step context objectives read from."""
+
+import collections
+
+import keras
+import tensorflow as tf
+
+from keras_advreg import checks
+from keras_advreg.attacks import losses
+from keras_advreg.attacks.base import ATTACK_LOSS_SCALE
+
+_Forward = collections.namedtuple("_Forward", "inputs logits cross_entropy tape scaled_loss")
+
+
+def register(cls):
+    """Registers an objective class for `.keras` serialization."""
+    return keras.saving.register_keras_serializable(package="keras_advreg")(cls)
+
+
+class Objective:
+    """One unweighted term of a training objective.
+
+    `AdvRegModel` multiplies the value of each term by its weight (a
+    non-trainable variable named after the term, so callbacks can change it)
+    and sums the products. A term that needs adversarial points names its
+    `attack`; the model computes those points before it opens the gradient
+    tape, so the attack is never recorded.
+
+    Args:
+        name: the term's name: its key in the logs and in `model.term_weights`.
+        weight: the initial multiplier of the term (lambda, beta, ...).
+    """
+
+    attack = None
+
+    def __init__(self, name, weight=1.0):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"`name` must be a Python identifier, got {name!r}.")
+        self.name = name
+        self.weight = checks.number("weight", weight)
+
+    def __call__(self, context):
+        """Returns the term's scalar value (a batch mean) for one step.
+
+        Args:
+            context: the `StepContext` of the step.
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        config = {"name": self.name, "weight": self.weight}
+        if self.attack is not None:
+            config["attack"] = keras.saving.serialize_keras_object(self.attack)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "attack" in config:
+            config["attack"] = keras.saving.deserialize_keras_object(config["attack"])
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r}, weight={self.weight!r})"
+
+
+class StepContext:
+    """What objectives see of one step: the batch, forward passes and attacks.
+
+    Adversarial points are computed at construction, before the caller opens
+    its gradient tape. Forward passes are cached per point, so terms sharing a
+    point share one pass; each pass is recorded by an inner tape watching its
+    inputs, so a term can ask for the input gradient (double backprop).
+
+    Args:
+        model: the `AdvRegModel`.
+        x: the input batch.
+        y: the labels.
+        sample_weight: per-example weights or None.
+        training: whether the forward passes run in training mode.
+    """
+
+    def __init__(self, model, x, y, sample_weight, training):
+        self.model = model
+        self.x = tf.convert_to_tensor(x, dtype=tf.float32)
+        self.y = y
+        self.sample_weight = sample_weight
+        self.training = training
+        self._adversarial = {}
+        self._forward = {}
+        for objective in model.objectives:
+            attack = objective.attack
+            if attack is not None and id(attack) not in self._adversarial:
+                self._adversarial[id(attack)] = attack(
+                    model.base_model, self.x, y, scale=model.epsilon_scale)
+
+    @property
+    def base_model(self):
+        return self.model.base_model
+
+    def inputs(self, point="clean"):
+        """The input batch at `point`: "clean" or an objective's attack."""
+        if isinstance(point, str):
+            checks.choice("point", point, ("clean",))
+            return self.x
+        return self._adversarial[id(point)]
+
+    def forward(self, point="clean"):
+        """The (cached) forward pass at `point`, recorded by an inner tape."""
+        key = point if isinstance(point, str) else id(point)
+        if key not in self._forward:
+            inputs = self.inputs(point)
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(inputs)
+                logits = self.base_model(inputs, training=self.training)
+                cross_entropy = losses.cross_entropy(self.y, logits)
+                scaled_loss = tf.reduce_sum(cross_entropy) * self.gradient_scale
+            self._forward[key] = _Forward(inputs, logits, cross_entropy, tape, scaled_loss)
+        return self._forward[key]
+
+    def logits(self, point="clean"):
+        """The model's logits at `point`."""
+        return self.forward(point).logits
+
+    def computed_logits(self, point="clean"):
+        """The logits at `point` if a term already computed them, else None."""
+        forward = self._forward.get(point if isinstance(point, str) else id(point))
+        return None if forward is None else forward.logits
+
+    @property
+    def gradient_scale(self):
+        """A fixed loss scale that keeps float16 input gradients from underflowing."""
+        return ATTACK_LOSS_SCALE if self.base_model.compute_dtype == "float16" else 1.0
+
+    def input_gradient(self, point="clean"):
+        """The per-example input gradient of the cross-entropy at `point`, float32.
+
+        Computed from the inner tape of the forward pass, so an enclosing tape
+        records it (double backprop). Non-finite entries are zeroed.
+        """
+        forward = self.forward(point)
+        gradient = forward.tape.gradient(forward.scaled_loss, forward.inputs)
+        gradient = tf.cast(gradient, tf.float32) / self.gradient_scale
+        return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+
+    def compiled_loss(self, logits):
+        """The loss given to `compile`, a sample-weighted batch mean at `logits`."""
+        return self.model.compiled_loss_value(self.y, logits, self.sample_weight)
+
+    def mean(self, per_example):
+        """A batch mean weighted like Keras's losses: sum(w * v) / batch size."""
+        per_example = tf.cast(per_example, tf.float32)
+        if self.sample_weight is not None:
+            weights = tf.reshape(tf.cast(self.sample_weight, tf.float32), [-1])
+            per_example = per_example * weights
+        return tf.reduce_mean(per_example)

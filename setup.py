@@ -1,0 +1,34 @@
+"""keras_advreg: adversarial robustness for Keras 3 models on TensorFlow."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"',
+                    Path("keras_advreg/__init__.py").read_text()).group(1)
+
+setup(
+    name="keras_advreg",
+    version=version,
+    description="Adversarial training and regularization inside Keras model.fit",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_advreg", "keras_advreg.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        # `tensorflow` (not tensorflow-cpu) runs on CPU and on a GPU with CUDA;
+        # the `gpu` extra adds NVIDIA's CUDA libraries from PyPI.
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorflow-datasets>=4.9.9,<5",
+        "scikit-learn>=1.5",  # ships the embedded 8x8 digits dataset
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+    entry_points={"console_scripts": ["keras-advreg=keras_advreg.cli:main"]},
+)
