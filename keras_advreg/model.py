@@ -129,16 +129,28 @@ class AdvRegModel(keras.Model):
         return logits
 
     def fit(self, x=None, y=None, **kwargs):
-        """Checks the data (see `keras_advreg.checks.batch`), then `keras.Model.fit`."""
-        self._check_data(x, y, kwargs.get("validation_data"))
+        """Runs `check_data`, then `keras.Model.fit`."""
+        self.check_data(x, y, kwargs.get("validation_data"))
         return super().fit(x, y, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
-        """Checks the data (see `keras_advreg.checks.batch`), then `keras.Model.evaluate`."""
-        self._check_data(x, y)
+        """Runs `check_data`, then `keras.Model.evaluate`."""
+        self.check_data(x, y)
         return super().evaluate(x, y, **kwargs)
 
-    def _check_data(self, x, y, validation_data=None):
+    def check_data(self, x, y=None, validation_data=None):
+        """Raises a clear `ValueError` for data that cannot be trained on as given.
+
+        NaN or infinite inputs, inputs outside the attacks' `[clip_min, clip_max]`,
+        labels outside `[0, num_classes)`; warns when the base model returns
+        probabilities instead of logits. Arrays are checked whole, a
+        `tf.data.Dataset` through its first batch.
+
+        Args:
+            x: inputs, or a dataset of `(x, y)` batches.
+            y: labels, or None with a dataset.
+            validation_data: `(x, y)` or a dataset, or None.
+        """
         box = ((min(a.clip_min for a in self.attacks), max(a.clip_max for a in self.attacks))
                if self.attacks else None)
         data_checks.check_data(self.base_model, x, y, box=box)

@@ -66,7 +66,8 @@ class PGD(Attack):
     def perturb(self, model, x, y, scale):
         epsilon = self.epsilon * scale
         step_size = self.step_size * scale
-        reference = logits_of(model, x)
+        # The KL loss compares with the clean prediction; other losses need no extra pass.
+        reference = logits_of(model, x) if self.loss == "kl" else None
         best = None
         for _ in range(self.restarts):
             x_adv = self._run(model, x, y, reference, epsilon, step_size)

@@ -1,0 +1,137 @@
+"""Per-step cost of every training method relative to plain training.
+
+Times one training step of each method on the same model and batch, in one
+process, interleaving methods over rounds so machine noise hits all alike, and
+reports medians; also the peak TensorFlow allocator memory of one step. Not a
+test: run it by hand.
+
+    python benchmarks/step_cost.py --out step_cost.json
+    python benchmarks/step_cost.py --input-shape 8,8,1 --batch-size 64   # digits-sized
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_advreg as kar  # noqa: E402
+
+EPSILON = 8 / 255
+
+
+def _method_specs():
+    """Method name -> (objective factory, theoretical passes relative to plain).
+
+    A pass is one forward or one backward pass through the network; a plain
+    step is 1 forward + 1 backward = 2 passes. Double backprop costs about
+    2 extra passes (the input-gradient backward and its own backward).
+    """
+    m = kar.methods
+    specs = {
+        "plain": (m.standard, 2),
+        # FGSM: 1 fwd + 1 bwd attack; training fwd + bwd; clean fwd for metrics.
+        "fast_at": (lambda: m.fast_at(EPSILON), 5),
+        # PGD-7: 7 (fwd + bwd); training fwd + bwd; clean fwd for metrics.
+        "madry": (lambda: m.madry(EPSILON, steps=7), 17),
+        # ARR: FGSM fwd + bwd; clean and adversarial fwd + bwd.
+        "arr": (lambda: m.arr(epsilon=EPSILON), 6),
+        # TRADES-7: reference fwd, 7 (fwd + bwd); clean and adversarial fwd + bwd.
+        "trades": (lambda: m.trades(epsilon=EPSILON, steps=7), 19),
+    }
+    if hasattr(m, "gradient_regularization"):
+        specs["gradient_regularization_double_backprop"] = (
+            lambda: m.gradient_regularization(penalty="double_backprop"), 4)
+        specs["gradient_regularization_finite_difference"] = (
+            lambda: m.gradient_regularization(penalty="finite_difference"), 5)
+    if hasattr(m, "hybrid"):
+        specs["hybrid_double_backprop"] = (
+            lambda: m.hybrid(epsilon=EPSILON, penalty="double_backprop"), 19)
+        specs["hybrid_finite_difference"] = (
+            lambda: m.hybrid(epsilon=EPSILON, penalty="finite_difference"), 20)
+    return specs
+
+
+def _model(objective, input_shape, num_classes, precision):
+    keras.mixed_precision.set_global_policy(precision)
+    base = kar.architectures.small_cnn(input_shape, num_classes)
+    model = kar.AdvRegModel(base, objective)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _peak_memory(model, x, y):
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    model.train_on_batch(x, y)
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+
+
+def run(input_shape=(32, 32, 3), batch_size=128, rounds=7, steps_per_round=3,
+        precision="float32", methods=None, seed=0):
+    """Returns {method: {ratio, theoretical_passes, median_step_s, peak_memory_ratio}}."""
+    keras.utils.set_random_seed(seed)
+    specs = _method_specs()
+    names = methods or list(specs)
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, *input_shape), dtype=np.float32)
+    y = rng.integers(0, 10, batch_size)
+    models = {name: _model(specs[name][0](), input_shape, 10, precision) for name in names}
+    for model in models.values():  # trace and warm up
+        for _ in range(2):
+            model.train_on_batch(x, y)
+    peaks = {name: _peak_memory(model, x, y) for name, model in models.items()}
+    times = {name: [] for name in names}
+    progress = keras.utils.Progbar(rounds, unit_name="round")
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                model.train_on_batch(x, y)
+            times[name].append((time.perf_counter() - start) / steps_per_round)
+        progress.add(1)
+    plain = statistics.median(times["plain"]) if "plain" in times else None
+    result = {}
+    for name in names:
+        median = statistics.median(times[name])
+        result[name] = {
+            "ratio": median / plain if plain else None,
+            "theoretical_passes": specs[name][1] / 2,
+            "median_step_s": median,
+            "peak_memory_ratio": peaks[name] / peaks["plain"] if "plain" in peaks else None,
+        }
+    keras.mixed_precision.set_global_policy("float32")
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-shape", default="32,32,3", help="e.g. 32,32,3 or 8,8,1")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_float16", "mixed_bfloat16"])
+    parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--out", default=None, help="write the table as JSON here")
+    args = parser.parse_args()
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+    result = run(shape, args.batch_size, args.rounds, precision=args.precision,
+                 methods=args.methods)
+    print(f"\n{'method':45s} {'ratio':>6s} {'theory':>7s} {'step s':>8s} {'memory':>7s}")
+    for name, row in result.items():
+        print(f"{name:45s} {row['ratio']:6.2f} {row['theoretical_passes']:7.1f} "
+              f"{row['median_step_s']:8.4f} {row['peak_memory_ratio']:7.2f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

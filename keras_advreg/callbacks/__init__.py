@@ -1,0 +1,4 @@
+"""Keras callbacks: weight and epsilon schedules, robustness monitors."""
+from keras_advreg.callbacks.epsilon_ramp import EpsilonRamp
+from keras_advreg.callbacks.lambda_warmup import LambdaWarmup
+from keras_advreg.callbacks.weight_averaging import SWA

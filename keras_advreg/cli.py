@@ -1,0 +1,262 @@
+"""The `keras-advreg` command line: train a robust model, evaluate it.
+
+    keras-advreg train --dataset digits --method madry --epsilon 0.1 --epochs 10 --out runs/madry
+    keras-advreg evaluate runs/madry/model.keras --dataset digits --epsilon 0.1 --out runs/madry/eval
+
+Every argument is validated before any training step, and outputs are written
+to a temporary folder first and moved into `--out` only when the run succeeds,
+so a failed run destroys nothing already there.
+"""
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+
+# Method arguments a flag can set, as (flag, keyword, type, help).
+_METHOD_FLAGS = [
+    ("--epsilon", "epsilon", float, "radius of the threat model (the attack budget, not a step)"),
+    ("--step-size", "step_size", float, "length of one attack step (defaults: see each method)"),
+    ("--steps", "steps", int, "number of attack steps"),
+    ("--norm", "norm", str, "threat model norm: linf or l2"),
+    ("--beta", "beta", float, "TRADES weight of the KL term"),
+    ("--lam", "lam", float, "weight of the regularizer (ARR, gradient penalties, GFA)"),
+    ("--multiplier", "multiplier", float, "weight of the adversarial loss (mixed)"),
+    ("--distance", "distance", str, "ARR distance: kl, l2_probabilities or l2_logits"),
+    ("--penalty", "penalty", str, "gradient penalty: double_backprop or finite_difference"),
+    ("--h", "h", float, "finite-difference step of the finite_difference penalty"),
+]
+
+
+def _build_parser():
+    from keras_advreg import data, methods
+
+    parser = argparse.ArgumentParser(
+        prog="keras-advreg", description="Adversarial training and honest robustness evaluation "
+                                         "for Keras models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a robust model",
+                                description="Train a model with an adversarial objective; writes "
+                                            "model.keras (the base model), config.json, history.json.")
+    train.add_argument("--dataset", default="digits",
+                       help=f"one of {', '.join(data.DATASETS)}, or a .npz file with x_train, "
+                            f"y_train, x_test, y_test (default: digits, embedded, no download)")
+    train.add_argument("--method", default="madry", choices=sorted(methods.METHODS),
+                       help="the defense (default: madry)")
+    for flag, _, kind, text in _METHOD_FLAGS:
+        train.add_argument(flag, type=kind, default=None, help=text + " (default: the method's)")
+    train.add_argument("--arch", default="small_cnn", choices=["small_cnn", "mlp"],
+                       help="architecture of the base model (default: small_cnn)")
+    train.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
+    train.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
+    train.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                       help="optimizer (default: adam; sgd uses momentum 0.9)")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    train.add_argument("--validation-examples", type=int, default=500,
+                       help="test examples evaluated (clean and adversarial) after each epoch; "
+                            "0 disables (default: 500)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                       help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a model's robustness",
+                                   description="Attack a saved model; writes report.json, "
+                                               "report.md and robustness_curve.png.")
+    evaluate.add_argument("model", help="a .keras file (e.g. DIR/model.keras from `train`)")
+    evaluate.add_argument("--dataset", default="digits", help="as for `train` (its test split)")
+    evaluate.add_argument("--epsilon", type=float, required=True, help="radius of the threat model")
+    evaluate.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model norm")
+    evaluate.add_argument("--suite", default="standard", choices=["standard", "fast"],
+                          help="standard: APGD-CE, APGD-T, Square; fast: PGD-20, APGD-CE")
+    evaluate.add_argument("--epsilons", type=float, nargs="+", default=None,
+                          help="increasing epsilon grid of the robustness curve")
+    evaluate.add_argument("--n-examples", type=int, default=None,
+                          help="number of test examples (default: all)")
+    evaluate.add_argument("--batch-size", type=int, default=128, help="attack batch size")
+    evaluate.add_argument("--baseline", default=None,
+                          help="report.json of a baseline model, for the improvement ratio")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    evaluate.add_argument("--unsafe", action="store_true",
+                          help="allow the model file to run code (Keras safe_mode=False); only "
+                               "for files you trust")
+    evaluate.add_argument("--out", required=True, help="output folder")
+    return parser
+
+
+def _method_objective(args):
+    """The objective of `--method`, with the flags the user set, validated."""
+    from keras_advreg import methods
+
+    method = methods.METHODS[args.method]
+    accepted = inspect.signature(method).parameters
+    kwargs = {}
+    for flag, keyword, _, _ in _METHOD_FLAGS:
+        value = getattr(args, keyword)
+        if value is None:
+            continue
+        if keyword not in accepted:
+            raise ValueError(f"{flag} does not apply to --method {args.method} "
+                             f"(it takes: {', '.join(accepted) or 'no arguments'}).")
+        kwargs[keyword] = value
+    return method(**kwargs), kwargs
+
+
+class _StagedOutput:
+    """A temporary folder beside `out` whose files move into `out` on success."""
+
+    def __init__(self, out):
+        self.out = os.path.abspath(out)
+
+    def __enter__(self):
+        parent = os.path.dirname(self.out)
+        os.makedirs(parent, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix=".keras-advreg-", dir=parent)
+        return self.path
+
+    def __exit__(self, error_type, error, traceback):
+        if error_type is None:
+            os.makedirs(self.out, exist_ok=True)
+            for name in os.listdir(self.path):
+                target = os.path.join(self.out, name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                os.replace(os.path.join(self.path, name), target)
+        shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def _versions():
+    import keras
+    import tensorflow as tf
+
+    from keras_advreg import __version__
+    return {"keras_advreg": __version__, "keras": keras.__version__,
+            "tensorflow": tf.__version__, "python": platform.python_version()}
+
+
+def _write_json(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+
+
+def train(args):
+    """Trains `--method` on `--dataset`; writes model.keras, config.json, history.json."""
+    import keras
+
+    from keras_advreg import AdvRegModel, architectures, checks, data
+
+    checks.integer("epochs", args.epochs)
+    checks.integer("batch_size", args.batch_size)
+    checks.number("lr", args.lr, strict=True)
+    checks.integer("validation_examples", args.validation_examples, minimum=0)
+    objective, method_kwargs = _method_objective(args)
+    dataset = data.load_dataset(args.dataset)
+
+    keras.utils.set_random_seed(args.seed)
+    build = {"small_cnn": architectures.small_cnn, "mlp": architectures.mlp}[args.arch]
+    base = build(dataset.input_shape, dataset.num_classes, activation=args.activation)
+    model = AdvRegModel(base, objective)
+    optimizer = (keras.optimizers.SGD(args.lr, momentum=0.9) if args.optimizer == "sgd"
+                 else keras.optimizers.Adam(args.lr))
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    n_val = min(args.validation_examples, len(dataset.x_test))
+    validation = (dataset.x_test[:n_val], dataset.y_test[:n_val]) if n_val else None
+
+    with _StagedOutput(args.out) as staging:
+        train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
+                                       shuffle=True, seed=args.seed)
+        # All arrays are checked here; fit itself checks only the first batch.
+        model.check_data(dataset.x_train, dataset.y_train, validation)
+        history = model.fit(train_data, epochs=args.epochs, shuffle=False,  # already shuffled
+                                  validation_data=_batched(data, validation, args.batch_size),
+                                  verbose=args.verbose)
+        base.save(os.path.join(staging, "model.keras"))
+        _write_json(os.path.join(staging, "history.json"), history.history)
+        _write_json(os.path.join(staging, "config.json"), {
+            "command": "train", "dataset": args.dataset, "method": args.method,
+            "method_arguments": method_kwargs,
+            "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
+            "arch": args.arch, "activation": args.activation, "epochs": args.epochs,
+            "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+            "seed": args.seed, "versions": _versions()})
+    print(f"Wrote {os.path.join(args.out, 'model.keras')}, config.json, history.json")
+
+
+def _batched(data, arrays, batch_size):
+    return None if arrays is None else data.make_dataset(*arrays, batch_size)
+
+
+def load_model(path, unsafe=False):
+    """Loads a `.keras` classifier, with Keras safe mode on unless `unsafe`.
+
+    Returns the base model of an `AdvRegModel`.
+    """
+    import keras
+
+    from keras_advreg import AdvRegModel
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist.")
+    try:
+        model = keras.saving.load_model(path, safe_mode=not unsafe)
+    except Exception as error:  # Keras raises many types for a bad file
+        hint = ("" if unsafe else " If the file is yours and holds custom code (e.g. a Lambda "
+                "layer), Keras safe mode refused to run it: pass --unsafe only if you trust it.")
+        raise ValueError(f"could not load model file {path!r}: {error}.{hint}") from error
+    return model.base_model if isinstance(model, AdvRegModel) else model
+
+
+def evaluate(args):
+    """Evaluates a saved model under attack; writes report.json, report.md, robustness_curve.png."""
+    import keras
+
+    from keras_advreg import checks, data, evaluation
+
+    checks.number("epsilon", args.epsilon)
+    checks.integer("batch_size", args.batch_size)
+    if args.n_examples is not None:
+        checks.integer("n_examples", args.n_examples)
+    if args.baseline is not None and not os.path.isfile(args.baseline):
+        raise FileNotFoundError(f"--baseline {args.baseline!r} does not exist.")
+    dataset = data.load_dataset(args.dataset)
+    model = load_model(args.model, unsafe=args.unsafe)
+    baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
+    keras.utils.set_random_seed(args.seed)
+    with _StagedOutput(args.out) as staging:
+        report = evaluation.evaluate_robustness(
+            model, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
+            suite=args.suite, n_examples=args.n_examples, epsilons=args.epsilons,
+            batch_size=args.batch_size, seed=args.seed, baseline=baseline, progress=True)
+        report.save(staging)
+    print(f"clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
+          f"{report.robust_accuracy:.4f} at epsilon {args.epsilon} ({args.norm}); "
+          f"wrote {os.path.join(args.out, 'report.json')}")
+
+
+_COMMANDS = {"train": train, "evaluate": evaluate}
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"keras-advreg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
