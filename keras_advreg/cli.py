@@ -17,6 +17,8 @@ import shutil
 import sys
 import tempfile
 
+BACKUP_DIR = ".backup"
+
 # Method arguments a flag can set, as (flag, keyword, type, help).
 _METHOD_FLAGS = [
     ("--epsilon", "epsilon", float, "radius of the threat model (the attack budget, not a step)"),
@@ -61,8 +63,21 @@ def _build_parser():
     train.add_argument("--validation-examples", type=int, default=500,
                        help="test examples evaluated (clean and adversarial) after each epoch; "
                             "0 disables (default: 500)")
+    train.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                       help="tf.distribute strategy: default (one device), mirrored (all local "
+                            "GPUs), multiworker (needs TF_CONFIG)")
+    train.add_argument("--precision", default="float32",
+                       choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                       help="Keras dtype policy (default: float32)")
+    train.add_argument("--jit", action="store_true",
+                       help="XLA-compile the train step (only with --strategy default)")
+    train.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                       help="deterministic TensorFlow ops, so a resumed run ends with the same "
+                            "weights as an uninterrupted one (default: on)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--out", required=True,
+                       help=f"output folder; an interrupted run keeps its backup in "
+                            f"OUT/{BACKUP_DIR} and the same command resumes it")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
 
@@ -149,46 +164,64 @@ def _write_json(path, payload):
 def train(args):
     """Trains `--method` on `--dataset`; writes model.keras, config.json, history.json."""
     import keras
+    import tensorflow as tf
 
-    from keras_advreg import AdvRegModel, architectures, checks, data
+    from keras_advreg import checks, data, distribute, resume
 
     checks.integer("epochs", args.epochs)
     checks.integer("batch_size", args.batch_size)
     checks.number("lr", args.lr, strict=True)
     checks.integer("validation_examples", args.validation_examples, minimum=0)
+    if args.jit and args.strategy != "default":
+        raise ValueError("--jit works only with --strategy default: XLA compilation fails "
+                         "under MirroredStrategy in TensorFlow 2.21.")
     objective, method_kwargs = _method_objective(args)
     dataset = data.load_dataset(args.dataset)
+    strategy = distribute.make_strategy(args.strategy)
+    distribute.check_batch_size(args.batch_size, strategy)
 
     keras.utils.set_random_seed(args.seed)
-    build = {"small_cnn": architectures.small_cnn, "mlp": architectures.mlp}[args.arch]
-    base = build(dataset.input_shape, dataset.num_classes, activation=args.activation)
-    model = AdvRegModel(base, objective)
-    optimizer = (keras.optimizers.SGD(args.lr, momentum=0.9) if args.optimizer == "sgd"
-                 else keras.optimizers.Adam(args.lr))
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy(args.precision)
+    with strategy.scope():
+        base, model = _build_model(args, dataset, objective)
     n_val = min(args.validation_examples, len(dataset.x_test))
     validation = (dataset.x_test[:n_val], dataset.y_test[:n_val]) if n_val else None
 
     with _StagedOutput(args.out) as staging:
-        train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
-                                       shuffle=True, seed=args.seed)
         # All arrays are checked here; fit itself checks only the first batch.
         model.check_data(dataset.x_train, dataset.y_train, validation)
-        history = model.fit(train_data, epochs=args.epochs, shuffle=False,  # already shuffled
-                                  validation_data=_batched(data, validation, args.batch_size),
-                                  verbose=args.verbose)
+        # An interrupted run leaves its backup in --out; the same command resumes it.
+        history = resume.resumable_fit(
+            model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
+            epochs=args.epochs, backup_dir=os.path.join(args.out, BACKUP_DIR), seed=args.seed,
+            validation_data=_batched(data, validation, args.batch_size), verbose=args.verbose)
         base.save(os.path.join(staging, "model.keras"))
-        _write_json(os.path.join(staging, "history.json"), history.history)
+        _write_json(os.path.join(staging, "history.json"), history)
         _write_json(os.path.join(staging, "config.json"), {
-            "command": "train", "dataset": args.dataset, "method": args.method,
+            "command": "train", **{k: v for k, v in vars(args).items() if k != "command"},
             "method_arguments": method_kwargs,
             "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
-            "arch": args.arch, "activation": args.activation, "epochs": args.epochs,
-            "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
-            "seed": args.seed, "versions": _versions()})
+            "versions": _versions()})
     print(f"Wrote {os.path.join(args.out, 'model.keras')}, config.json, history.json")
+
+
+def _build_model(args, dataset, objective):
+    """The base model and the compiled AdvRegModel (inside the strategy's scope)."""
+    import keras
+
+    from keras_advreg import AdvRegModel, architectures
+
+    build = {"small_cnn": architectures.small_cnn, "mlp": architectures.mlp}[args.arch]
+    base = build(dataset.input_shape, dataset.num_classes, activation=args.activation)
+    model = AdvRegModel(base, objective, seed=args.seed)
+    optimizer = (keras.optimizers.SGD(args.lr, momentum=0.9) if args.optimizer == "sgd"
+                 else keras.optimizers.Adam(args.lr))
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=args.jit)
+    return base, model
 
 
 def _batched(data, arrays, batch_size):

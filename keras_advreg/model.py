@@ -1,6 +1,7 @@
 """`AdvRegModel`: adversarial regularization inside `model.fit`."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_advreg import checks, data_checks, distribute
@@ -31,6 +32,9 @@ class AdvRegModel(keras.Model):
             mapping inputs in [0, 1] to logits.
         objective: an `Objective` or a list of them, usually from
             `keras_advreg.methods`; defaults to `methods.standard()`.
+        seed: the seed of the attacks' random starts (drawn from NumPy's
+            global generator when None); with the optimizer's iteration count
+            it fixes every step's randomness, so resumed runs are reproducible.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -44,13 +48,16 @@ class AdvRegModel(keras.Model):
     ['adv_accuracy', 'adversarial_loss', 'loss']
     """
 
-    def __init__(self, base_model, objective=None, **kwargs):
+    def __init__(self, base_model, objective=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(base_model, keras.Model):
             raise ValueError(f"`base_model` must be a keras.Model, got {type(base_model).__name__}.")
         if objective is None:
             objective = [CleanLoss()]
         self.base_model = base_model
+        # Attack randomness is stateless: (seed, optimizer iteration) per step.
+        self.seed = (int(np.random.randint(0, 2**31 - 1)) if seed is None
+                     else checks.integer("seed", seed, minimum=0))
         self.objectives = tuple(objective if isinstance(objective, (list, tuple)) else [objective])
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
@@ -65,15 +72,34 @@ class AdvRegModel(keras.Model):
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.adversarial_accuracy = (keras.metrics.Mean(name="adv_accuracy")
                                      if self.attacks else None)
+        # The wrapper creates no weights lazily: it is built when its base is.
+        self.built = base_model.built
 
     def call(self, inputs, training=None):
         return self.base_model(inputs, training=training)
 
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
+    def compile(self, *args, jit_compile=False, **kwargs):
+        """`keras.Model.compile`, with XLA off unless `jit_compile=True`.
+
+        Keras's default ("auto") turns XLA on; on CPU it made a PGD-7 step 7x
+        slower, and it fails under MirroredStrategy (TF 2.21). A `loss` is required.
+        """
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
         if self._compile_loss is None:
             raise ValueError("AdvRegModel.compile needs a `loss`, e.g. "
                              "keras.losses.SparseCategoricalCrossentropy(from_logits=True).")
+
+    def compile_from_config(self, config):
+        # Keras skips (with a warning) recompiling a loaded model whose class
+        # overrides `compile`; ours only adds a check, so recompile here.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def step_seed(self):
+        """The stateless seed of the current step: (seed, optimizer iterations)."""
+        iterations = self.optimizer.iterations if self.optimizer is not None else 0
+        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(iterations, tf.int64)])
 
     def compiled_loss_value(self, y, logits, sample_weight=None):
         """The compiled loss at `logits`, undoing Keras's division by the replica count."""
@@ -162,7 +188,7 @@ class AdvRegModel(keras.Model):
                                    argument="validation_data")
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable,
+        return {"name": self.name, "trainable": self.trainable, "seed": self.seed,
                 "base_model": keras.saving.serialize_keras_object(self.base_model),
                 "objective": [keras.saving.serialize_keras_object(o) for o in self.objectives]}
 

@@ -41,7 +41,7 @@ class Attack:
         self.norm = checks.norm(norm)
         self.clip_min, self.clip_max = checks.box(clip_min, clip_max)
 
-    def __call__(self, model, x, y, scale=1.0):
+    def __call__(self, model, x, y, scale=1.0, seed=None):
         """Returns adversarial examples for the batch `(x, y)`.
 
         Args:
@@ -50,14 +50,20 @@ class Attack:
             y: the labels (sparse or one-hot); for a targeted attack, the targets.
             scale: a multiplier of epsilon and the step size, for epsilon ramps
                 (a float or a scalar variable).
+            seed: None, or a stateless seed (int tensor of shape (2,)) that
+                fixes the attack's randomness (`AdvRegModel` derives one per
+                step from the optimizer's iteration count, so a resumed run
+                draws the same random starts as an uninterrupted one).
 
         Returns:
             The adversarial batch, same shape and dtype as `x`, stop-gradient.
         """
         x = tf.convert_to_tensor(x, dtype=tf.float32)
-        return tf.stop_gradient(self.perturb(model, x, y, scale))
+        if seed is None:
+            return tf.stop_gradient(self.perturb(model, x, y, scale))
+        return tf.stop_gradient(self.perturb(model, x, y, scale, seed=seed))
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         """Computes the adversarial batch; implemented by subclasses."""
         raise NotImplementedError
 

@@ -37,7 +37,7 @@ def project(x_adv, x, epsilon, norm, clip_min, clip_max):
     return tf.clip_by_value(x + delta, clip_min, clip_max)
 
 
-def random_start(x, epsilon, norm, kind="uniform"):
+def random_start(x, epsilon, norm, kind="uniform", seed=None):
     """A random perturbation of `x` inside the epsilon ball (before box clipping).
 
     Args:
@@ -46,17 +46,34 @@ def random_start(x, epsilon, norm, kind="uniform"):
         norm: "linf" or "l2".
         kind: "uniform" (uniform in the ball) or "normal" (0.001 * N(0, I), the
             TRADES start, where a KL loss has zero gradient at delta = 0).
+        seed: None for TensorFlow's stateful generator, or a stateless seed
+            (an int tensor of shape (2,)): the same seed gives the same start,
+            which makes training steps reproducible and resumable.
 
     Returns:
         `x + delta`.
     """
+    uniform_seed, normal_seed = (None, None) if seed is None else tf.unstack(
+        tf.random.experimental.stateless_split(seed, 2))
     if kind == "normal":
-        return x + 0.001 * tf.random.normal(tf.shape(x), dtype=x.dtype)
+        return x + 0.001 * _normal(tf.shape(x), normal_seed, x.dtype)
     if norm == "linf":
-        return x + tf.random.uniform(tf.shape(x), -1.0, 1.0, dtype=x.dtype) * epsilon
+        return x + _uniform(tf.shape(x), uniform_seed, x.dtype, -1.0) * epsilon
     # Uniform in the l2 ball: a uniform direction and radius epsilon * u^(1/d).
-    direction = tf.random.normal(tf.shape(x), dtype=x.dtype)
+    direction = _normal(tf.shape(x), normal_seed, x.dtype)
     direction = direction / tf.maximum(_per_example_l2(direction), _TINY)
     dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    u = tf.random.uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), dtype=x.dtype)
+    u = _uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), uniform_seed, x.dtype)
     return x + direction * epsilon * tf.pow(u, 1.0 / dims)
+
+
+def _uniform(shape, seed, dtype, minval=0.0):
+    if seed is None:
+        return tf.random.uniform(shape, minval, 1.0, dtype=dtype)
+    return tf.random.stateless_uniform(shape, seed, minval, 1.0, dtype=dtype)
+
+
+def _normal(shape, seed, dtype):
+    if seed is None:
+        return tf.random.normal(shape, dtype=dtype)
+    return tf.random.stateless_normal(shape, seed, dtype=dtype)

@@ -63,25 +63,28 @@ class PGD(Attack):
         if self.loss == "kl" and self.targeted:
             raise ValueError("`targeted` must be False with loss='kl' (it uses no label).")
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         epsilon = self.epsilon * scale
         step_size = self.step_size * scale
         # The KL loss compares with the clean prediction; other losses need no extra pass.
         reference = logits_of(model, x) if self.loss == "kl" else None
         best = None
-        for _ in range(self.restarts):
-            x_adv = self._run(model, x, y, reference, epsilon, step_size)
+        for restart in range(self.restarts):
+            restart_seed = (None if seed is None
+                            else tf.random.experimental.stateless_fold_in(seed, restart))
+            x_adv = self._run(model, x, y, reference, epsilon, step_size, restart_seed)
             if self.restarts == 1:
                 return x_adv
             best = self._keep_worst(best, x_adv, model, y, reference)
         return best[0]
 
-    def _run(self, model, x, y, reference, epsilon, step_size):
+    def _run(self, model, x, y, reference, epsilon, step_size, seed):
         loss_fn = ATTACK_LOSSES[self.loss]
         direction = -1.0 if self.targeted else 1.0
         x_adv = x
         if self.random_start:
-            start = geometry.random_start(x, epsilon, self.norm, _RANDOM_STARTS[self.random_start])
+            start = geometry.random_start(x, epsilon, self.norm,
+                                          _RANDOM_STARTS[self.random_start], seed)
             x_adv = self.project(start, x, epsilon)
 
         def step(i, x_adv):

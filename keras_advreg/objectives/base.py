@@ -88,11 +88,22 @@ class StepContext:
         self.training = training
         self._adversarial = {}
         self._forward = {}
+        self._input_gradient = {}
+        self._step_seed = model.step_seed()
         for objective in model.objectives:
             attack = objective.attack
             if attack is not None and id(attack) not in self._adversarial:
                 self._adversarial[id(attack)] = attack(
-                    model.base_model, self.x, y, scale=model.epsilon_scale)
+                    model.base_model, self.x, y, scale=model.epsilon_scale,
+                    seed=self.seed(len(self._adversarial)))
+
+    def seed(self, salt):
+        """A stateless random seed for this step, distinct for each `salt` (an int).
+
+        Derived from the model's seed and the optimizer's iteration count, so
+        a resumed run draws the same numbers as an uninterrupted one.
+        """
+        return tf.random.experimental.stateless_fold_in(self._step_seed, salt)
 
     @property
     def base_model(self):
@@ -136,12 +147,18 @@ class StepContext:
         """The per-example input gradient of the cross-entropy at `point`, float32.
 
         Computed from the inner tape of the forward pass, so an enclosing tape
-        records it (double backprop). Non-finite entries are zeroed.
+        records it (double backprop). Non-finite entries are zeroed. Cached per
+        point: the inner tape is not persistent, so several terms asking for the
+        same gradient share one backward pass.
         """
-        forward = self.forward(point)
-        gradient = forward.tape.gradient(forward.scaled_loss, forward.inputs)
-        gradient = tf.cast(gradient, tf.float32) / self.gradient_scale
-        return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+        key = point if isinstance(point, str) else id(point)
+        if key not in self._input_gradient:
+            forward = self.forward(point)
+            gradient = forward.tape.gradient(forward.scaled_loss, forward.inputs)
+            gradient = tf.cast(gradient, tf.float32) / self.gradient_scale
+            self._input_gradient[key] = tf.where(tf.math.is_finite(gradient), gradient,
+                                                 tf.zeros_like(gradient))
+        return self._input_gradient[key]
 
     def compiled_loss(self, logits):
         """The loss given to `compile`, a sample-weighted batch mean at `logits`."""

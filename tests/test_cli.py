@@ -1,0 +1,178 @@
+"""The command line end to end on digits, and its errors."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_advreg import AdvRegModel, cli
+
+FAST_TRAIN = ["--dataset", "digits", "--arch", "mlp", "--epochs", "1", "--batch-size", "128",
+              "--validation-examples", "64", "--verbose", "0"]
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "madry"
+    code = cli.main(["train", "--method", "madry", "--epsilon", "0.1", "--steps", "2",
+                     "--out", str(out), *FAST_TRAIN])
+    assert code == 0
+    return out
+
+
+def test_train_writes_model_config_history(trained_dir):
+    assert sorted(os.listdir(trained_dir)) == ["config.json", "history.json", "model.keras"]
+    config = json.loads((trained_dir / "config.json").read_text())
+    assert config["method"] == "madry"
+    assert config["method_arguments"] == {"epsilon": 0.1, "steps": 2}
+    assert config["objective"][0]["config"]["attack"]["config"]["epsilon"] == 0.1
+    history = json.loads((trained_dir / "history.json").read_text())
+    for key in ["loss", "adversarial_loss", "accuracy", "adv_accuracy", "val_adv_accuracy"]:
+        assert len(history[key]) == 1 and np.isfinite(history[key][0])
+    base = keras.saving.load_model(trained_dir / "model.keras")
+    assert base.output_shape == (None, 10)
+
+
+def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code, err = _run(["evaluate", str(trained_dir / "model.keras"), "--dataset", "digits",
+                      "--epsilon", "0.1", "--suite", "fast", "--n-examples", "40",
+                      "--epsilons", "0", "0.1", "0.3", "--out", str(out)], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    for key in ["clean_accuracy", "robust_accuracy", "attacks", "epsilon", "norm", "n_examples",
+                "curve", "gradient_norms", "bounds", "checks"]:
+        assert key in report
+    assert report["n_examples"] == 40 and report["epsilon"] == 0.1 and report["norm"] == "linf"
+    assert report["robust_accuracy"] <= min(report["attacks"].values()) + 1e-9
+    assert report["robust_accuracy"] <= report["clean_accuracy"]
+    assert (out / "report.md").stat().st_size > 0
+    assert (out / "robustness_curve.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--method", "madry", "--epsilon", "-0.1"], "epsilon"),
+    (["--method", "madry", "--steps", "0"], "steps"),
+    (["--method", "madry", "--norm", "l3"], "norm"),
+    (["--method", "madry", "--beta", "6"], "--beta does not apply"),
+    (["--method", "trades", "--beta", "-1"], "beta"),
+    (["--dataset", "imagenet"], "dataset"),
+    (["--dataset", "/no/such/file.npz"], "does not exist"),
+    (["--epochs", "0"], "epochs"),
+])
+def test_train_rejects_bad_arguments_before_training(argv, fragment, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _run(["train", "--out", str(out), *FAST_TRAIN, *argv], capsys)
+    assert code == 2
+    assert fragment in err
+    assert not out.exists()
+
+
+def test_unknown_method_is_rejected_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--method", "magic", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "magic" in capsys.readouterr().err
+
+
+def test_failed_run_keeps_existing_outputs(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.keras").write_text("earlier model")
+
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt  # the user stops the run mid-training
+
+    monkeypatch.setattr(AdvRegModel, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["train", "--out", str(out), *FAST_TRAIN])
+    assert (out / "model.keras").read_text() == "earlier model"
+    # Only the backup to resume from is added.
+    assert sorted(os.listdir(out)) == [cli.BACKUP_DIR, "model.keras"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".keras-advreg-")]
+
+
+def test_nan_inputs_are_rejected(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    x = np.random.rand(20, 8, 8).astype("float32")
+    x_nan = x.copy()
+    x_nan[0, 0, 0] = np.nan
+    np.savez(bad, x_train=x_nan, y_train=np.full(20, 3), x_test=x, y_test=np.full(20, 3))
+    code, err = _run(["train", "--dataset", str(bad), "--out", str(tmp_path / "o"),
+                      *FAST_TRAIN[2:]], capsys)
+    assert code == 2 and "NaN" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_rejects_missing_and_corrupt_model_files(tmp_path, capsys):
+    code, err = _run(["evaluate", str(tmp_path / "none.keras"), "--epsilon", "0.1",
+                      "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and "does not exist" in err
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"not a zip file")
+    code, err = _run(["evaluate", str(corrupt), "--epsilon", "0.1", "--out",
+                      str(tmp_path / "e")], capsys)
+    assert code == 2 and "could not load" in err
+
+
+def test_evaluate_refuses_code_in_model_file_without_unsafe(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                              keras.layers.Lambda(lambda t: t * 1.0), keras.layers.Dense(10)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    code, err = _run(["evaluate", str(path), "--epsilon", "0.1", "--out", str(tmp_path / "e")],
+                     capsys)
+    assert code == 2 and "--unsafe" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag, *_ in cli._METHOD_FLAGS:
+        assert flag in text
+    for flag in ["--dataset", "--method", "--epochs", "--batch-size", "--out", "--seed"]:
+        assert flag in text
+
+
+def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Kill-like interruption after epoch 1, then the same command again."""
+    argv = ["train", "--method", "madry", "--epsilon", "0.1", "--steps", "2", "--epochs", "3",
+            "--dataset", "digits", "--arch", "mlp", "--batch-size", "128",
+            "--validation-examples", "0", "--verbose", "0"]
+    assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
+
+    original_fit = AdvRegModel.fit
+
+    def fit_interrupted_at_epoch_2(self, *args, **kwargs):
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise KeyboardInterrupt
+        kwargs["callbacks"] = [Interrupt(), *kwargs.get("callbacks", [])]
+        return original_fit(self, *args, **kwargs)
+
+    interrupted = tmp_path / "interrupted"
+    monkeypatch.setattr(AdvRegModel, "fit", fit_interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*argv, "--out", str(interrupted)])
+    assert not (interrupted / "model.keras").exists()
+    monkeypatch.setattr(AdvRegModel, "fit", original_fit)
+    assert cli.main([*argv, "--out", str(interrupted)]) == 0
+
+    straight = keras.saving.load_model(tmp_path / "straight" / "model.keras")
+    resumed = keras.saving.load_model(interrupted / "model.keras")
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    history = json.loads((interrupted / "history.json").read_text())
+    assert history == json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert len(history["loss"]) == 3
+    assert not (interrupted / cli.BACKUP_DIR).exists()
