@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,39 +24,37 @@ import tensorflow as tf  # noqa: E402
 
 import keras_advreg as kar  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import specs  # noqa: E402
+
 EPSILON = 8 / 255
 
 
-def _method_specs():
-    """Method name -> (objective factory, theoretical passes relative to plain).
-
-    A pass is one forward or one backward pass through the network; a plain
-    step is 1 forward + 1 backward = 2 passes. Double backprop costs about
-    2 extra passes (the input-gradient backward and its own backward).
-    """
-    m = kar.methods
-    specs = {
-        "plain": (m.standard, 2),
-        # FGSM: 1 fwd + 1 bwd attack; training fwd + bwd; clean fwd for metrics.
-        "fast_at": (lambda: m.fast_at(EPSILON), 5),
-        # PGD-7: 7 (fwd + bwd); training fwd + bwd; clean fwd for metrics.
-        "madry": (lambda: m.madry(EPSILON, steps=7), 17),
-        # ARR: FGSM fwd + bwd; clean and adversarial fwd + bwd.
-        "arr": (lambda: m.arr(epsilon=EPSILON), 6),
-        # TRADES-7: reference fwd, 7 (fwd + bwd); clean and adversarial fwd + bwd.
-        "trades": (lambda: m.trades(epsilon=EPSILON, steps=7), 19),
-    }
-    if hasattr(m, "gradient_regularization"):
-        specs["gradient_regularization_double_backprop"] = (
-            lambda: m.gradient_regularization(penalty="double_backprop"), 4)
-        specs["gradient_regularization_finite_difference"] = (
-            lambda: m.gradient_regularization(penalty="finite_difference"), 5)
-    if hasattr(m, "hybrid"):
-        specs["hybrid_double_backprop"] = (
-            lambda: m.hybrid(epsilon=EPSILON, penalty="double_backprop"), 19)
-        specs["hybrid_finite_difference"] = (
-            lambda: m.hybrid(epsilon=EPSILON, penalty="finite_difference"), 20)
-    return specs
+# Method specs (see specs.py) -> theoretical passes relative to plain. A pass is
+# one forward or one backward pass through the network; a plain step is
+# 1 forward + 1 backward = 2. Attacks run a forward and a backward per step; a
+# forward in inference mode for the clean-accuracy metric is counted where no
+# term computes clean logits; double backprop costs 2 extra passes (the
+# input-gradient backward and its own backward).
+THEORETICAL_PASSES = {
+    "standard": 2,
+    "fast_at": 2 + 2 + 1,
+    "madry": 14 + 2 + 1,
+    "arr": 2 + 4,
+    "trades:steps=7": 1 + 14 + 4,
+    "gradient_regularization:penalty=double_backprop": 4,
+    "gradient_regularization:penalty=finite_difference": 2 + 3,
+    "hybrid:penalty=double_backprop": 14 + 4 + 1,
+    "hybrid:penalty=finite_difference": 14 + 5 + 1,
+}
+NAMES = {  # the JSON keys of issue 5
+    "standard": "plain", "trades:steps=7": "trades",
+    "gradient_regularization:penalty=double_backprop": "gradient_regularization_double_backprop",
+    "gradient_regularization:penalty=finite_difference":
+        "gradient_regularization_finite_difference",
+    "hybrid:penalty=double_backprop": "hybrid_double_backprop",
+    "hybrid:penalty=finite_difference": "hybrid_finite_difference",
+}
 
 
 def _model(objective, input_shape, num_classes, precision):
@@ -76,14 +75,19 @@ def _peak_memory(model, x, y):
 
 def run(input_shape=(32, 32, 3), batch_size=128, rounds=7, steps_per_round=3,
         precision="float32", methods=None, seed=0):
-    """Returns {method: {ratio, theoretical_passes, median_step_s, peak_memory_ratio}}."""
+    """Times one training step of each method spec.
+
+    Returns:
+        {spec: {"ratio", "theoretical_passes", "median_step_s", "peak_memory_ratio"}},
+        ratios relative to "standard" (plain training), which is always run.
+    """
     keras.utils.set_random_seed(seed)
-    specs = _method_specs()
-    names = methods or list(specs)
+    names = ["standard", *[m for m in (methods or THEORETICAL_PASSES) if m != "standard"]]
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, *input_shape), dtype=np.float32)
     y = rng.integers(0, 10, batch_size)
-    models = {name: _model(specs[name][0](), input_shape, 10, precision) for name in names}
+    models = {name: _model(specs.objective(name, EPSILON), input_shape, 10, precision)
+              for name in names}
     for model in models.values():  # trace and warm up
         for _ in range(2):
             model.train_on_batch(x, y)
@@ -97,18 +101,13 @@ def run(input_shape=(32, 32, 3), batch_size=128, rounds=7, steps_per_round=3,
                 model.train_on_batch(x, y)
             times[name].append((time.perf_counter() - start) / steps_per_round)
         progress.add(1)
-    plain = statistics.median(times["plain"]) if "plain" in times else None
-    result = {}
-    for name in names:
-        median = statistics.median(times[name])
-        result[name] = {
-            "ratio": median / plain if plain else None,
-            "theoretical_passes": specs[name][1] / 2,
-            "median_step_s": median,
-            "peak_memory_ratio": peaks[name] / peaks["plain"] if "plain" in peaks else None,
-        }
+    plain = statistics.median(times["standard"])
     keras.mixed_precision.set_global_policy("float32")
-    return result
+    return {name: {"ratio": statistics.median(times[name]) / plain,
+                   "theoretical_passes": THEORETICAL_PASSES.get(name, float("nan")) / 2,
+                   "median_step_s": statistics.median(times[name]),
+                   "peak_memory_ratio": peaks[name] / peaks["standard"]}
+            for name in names}
 
 
 def main():
@@ -118,13 +117,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--precision", default="float32",
                         choices=["float32", "mixed_float16", "mixed_bfloat16"])
-    parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="method specs, e.g. madry hybrid:penalty=finite_difference")
     parser.add_argument("--out", default=None, help="write the table as JSON here")
     args = parser.parse_args()
     shape = tuple(int(d) for d in args.input_shape.split(","))
     result = run(shape, args.batch_size, args.rounds, precision=args.precision,
                  methods=args.methods)
     print(f"\n{'method':45s} {'ratio':>6s} {'theory':>7s} {'step s':>8s} {'memory':>7s}")
+    result = {NAMES.get(name, name): row for name, row in result.items()}
     for name, row in result.items():
         print(f"{name:45s} {row['ratio']:6.2f} {row['theoretical_passes']:7.1f} "
               f"{row['median_step_s']:8.4f} {row['peak_memory_ratio']:7.2f}")

@@ -8,7 +8,8 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow (env var or "
         f"~/.keras/keras.json) before importing keras.")
 
-from keras_advreg import architectures, attacks, callbacks, data, methods, objectives  # noqa: E402
+from keras_advreg import (  # noqa: E402
+    activations, architectures, attacks, callbacks, data, methods, objectives, schedules)
 from keras_advreg.model import AdvRegModel  # noqa: E402
 
 __version__ = "0.1.0"

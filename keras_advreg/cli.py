@@ -59,7 +59,17 @@ def _build_parser():
     train.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
                        help="optimizer (default: adam; sgd uses momentum 0.9)")
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    train.add_argument("--lr", type=float, default=1e-3,
+                       help="learning rate, the peak of a cyclic schedule (default: 1e-3)")
+    train.add_argument("--lr-schedule", default="constant", choices=["constant", "cyclic"],
+                       help="constant, or cyclic: a triangular cycle from 0 up to --lr and "
+                            "back over the whole run (the hybrid paper's schedule)")
+    train.add_argument("--warmup-epochs", type=int, default=0,
+                       help="ramp the regularizer's weight (the method's last term: penalty, kl, "
+                            "divergence, ...) linearly from 0 over this many epochs (default: 0)")
+    train.add_argument("--warmup-start", type=int, default=0,
+                       help="epochs with the regularizer's weight at 0 before the ramp "
+                            "(default: 0)")
     train.add_argument("--validation-examples", type=int, default=500,
                        help="test examples evaluated (clean and adversarial) after each epoch; "
                             "0 disables (default: 500)")
@@ -172,10 +182,15 @@ def train(args):
     checks.integer("batch_size", args.batch_size)
     checks.number("lr", args.lr, strict=True)
     checks.integer("validation_examples", args.validation_examples, minimum=0)
+    checks.integer("warmup_epochs", args.warmup_epochs, minimum=0)
+    checks.integer("warmup_start", args.warmup_start, minimum=0)
     if args.jit and args.strategy != "default":
         raise ValueError("--jit works only with --strategy default: XLA compilation fails "
                          "under MirroredStrategy in TensorFlow 2.21.")
     objective, method_kwargs = _method_objective(args)
+    if (args.warmup_epochs or args.warmup_start) and len(objective) < 2:
+        raise ValueError(f"--warmup-epochs/--warmup-start need a regularizer term; --method "
+                         f"{args.method} has only {objective[0].name!r}.")
     dataset = data.load_dataset(args.dataset)
     strategy = distribute.make_strategy(args.strategy)
     distribute.check_batch_size(args.batch_size, strategy)
@@ -196,6 +211,7 @@ def train(args):
         history = resume.resumable_fit(
             model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
             epochs=args.epochs, backup_dir=os.path.join(args.out, BACKUP_DIR), seed=args.seed,
+            callbacks=_callbacks(args, model),
             validation_data=_batched(data, validation, args.batch_size), verbose=args.verbose)
         base.save(os.path.join(staging, "model.keras"))
         _write_json(os.path.join(staging, "history.json"), history)
@@ -211,17 +227,34 @@ def _build_model(args, dataset, objective):
     """The base model and the compiled AdvRegModel (inside the strategy's scope)."""
     import keras
 
-    from keras_advreg import AdvRegModel, architectures
+    from keras_advreg import AdvRegModel, architectures, schedules
 
     build = {"small_cnn": architectures.small_cnn, "mlp": architectures.mlp}[args.arch]
     base = build(dataset.input_shape, dataset.num_classes, activation=args.activation)
     model = AdvRegModel(base, objective, seed=args.seed)
-    optimizer = (keras.optimizers.SGD(args.lr, momentum=0.9) if args.optimizer == "sgd"
-                 else keras.optimizers.Adam(args.lr))
+    learning_rate = args.lr
+    if args.lr_schedule == "cyclic":
+        steps_per_epoch = -(-len(dataset.x_train) // args.batch_size)
+        learning_rate = schedules.CyclicLearningRate(
+            max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, mode="triangular")
+    optimizer = (keras.optimizers.SGD(learning_rate, momentum=0.9) if args.optimizer == "sgd"
+                 else keras.optimizers.Adam(learning_rate))
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=args.jit)
     return base, model
+
+
+def _callbacks(args, model):
+    """The regularizer warm-up of the hybrid paper, when asked for."""
+    from keras_advreg import callbacks
+
+    if not (args.warmup_epochs or args.warmup_start):
+        return []
+    regularizer = model.objectives[-1]  # recipes list the base loss first
+    return [callbacks.LambdaWarmup(regularizer.name, target=regularizer.weight,
+                                   start_epoch=args.warmup_start,
+                                   ramp_epochs=args.warmup_epochs)]
 
 
 def _batched(data, arrays, batch_size):

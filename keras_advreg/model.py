@@ -98,7 +98,8 @@ class AdvRegModel(keras.Model):
 
     def step_seed(self):
         """The stateless seed of the current step: (seed, optimizer iterations)."""
-        iterations = self.optimizer.iterations if self.optimizer is not None else 0
+        optimizer = getattr(self, "optimizer", None)  # absent before compile
+        iterations = optimizer.iterations if optimizer is not None else 0
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(iterations, tf.int64)])
 
     def compiled_loss_value(self, y, logits, sample_weight=None):

@@ -176,3 +176,25 @@ def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert history == json.loads((tmp_path / "straight" / "history.json").read_text())
     assert len(history["loss"]) == 3
     assert not (interrupted / cli.BACKUP_DIR).exists()
+
+
+def test_hybrid_with_warmup_and_cyclic_schedule(tmp_path):
+    out = tmp_path / "hybrid"
+    code = cli.main(["train", "--method", "hybrid", "--penalty", "finite_difference",
+                     "--lam", "0.5", "--h", "0.05", "--epsilon", "0.1", "--steps", "2",
+                     "--warmup-epochs", "2", "--lr-schedule", "cyclic", "--optimizer", "sgd",
+                     "--lr", "0.05", "--epochs", "2", "--out", str(out), "--dataset", "digits", "--arch", "mlp",
+                     "--batch-size", "128", "--validation-examples", "0", "--verbose", "0"])
+    assert code == 0
+    history = json.loads((out / "history.json").read_text())
+    np.testing.assert_allclose(history["penalty_weight"], [0.25, 0.5])
+    assert history["penalty"][0] > 0 and np.isfinite(history["loss"]).all()
+    config = json.loads((out / "config.json").read_text())
+    assert config["method_arguments"] == {"epsilon": 0.1, "steps": 2, "lam": 0.5,
+                                          "penalty": "finite_difference", "h": 0.05}
+
+
+def test_warmup_needs_a_regularizer(tmp_path, capsys):
+    code, err = _run(["train", "--method", "madry", "--warmup-epochs", "2",
+                      "--out", str(tmp_path / "o"), *FAST_TRAIN], capsys)
+    assert code == 2 and "regularizer" in err
