@@ -9,7 +9,8 @@ if keras.backend.backend() != "tensorflow":
         f"~/.keras/keras.json) before importing keras.")
 
 from keras_advreg import (  # noqa: E402
-    activations, architectures, attacks, callbacks, data, methods, objectives, schedules)
+    activations, architectures, attacks, callbacks, data, evaluation, methods, objectives,
+    schedules)
 from keras_advreg.model import AdvRegModel  # noqa: E402
 
 __version__ = "0.1.0"

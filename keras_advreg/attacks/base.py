@@ -104,7 +104,7 @@ def loss_gradient(model, x, y, loss_fn, reference_logits=None):
         logits = logits_of(model, x)
         per_example = loss_fn(y, logits, reference_logits)
         total = tf.reduce_sum(per_example) * ATTACK_LOSS_SCALE
-    gradient = tape.gradient(total, x)
+    gradient = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     gradient = tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
     return per_example, logits, gradient
 

@@ -27,7 +27,7 @@ def cw_margin(labels, logits):
     """Carlini-Wagner margin max_{j != y} z_j - z_y: positive iff misclassified."""
     logits = tf.cast(logits, tf.float32)
     labels = sparse_labels(labels, logits.shape[-1])
-    true_mask = tf.one_hot(labels, logits.shape[-1], dtype=tf.bool)
+    true_mask = tf.one_hot(labels, logits.shape[-1]) > 0
     true_logit = tf.reduce_sum(tf.where(true_mask, logits, 0.0), axis=-1)
     other_logit = tf.reduce_max(tf.where(true_mask, -tf.float32.max, logits), axis=-1)
     return other_logit - true_logit
@@ -52,3 +52,48 @@ def misclassified(labels, logits):
     """Boolean (batch,): the argmax of `logits` differs from the label."""
     labels = sparse_labels(labels, logits.shape[-1])
     return tf.not_equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+
+
+def _sorted_logit(sorted_logits, rank):
+    """The `rank`-th largest logit (0-based), clamped to the last class."""
+    rank = min(rank, sorted_logits.shape[-1] - 1)
+    return sorted_logits[:, rank]
+
+
+def dlr(labels, logits):
+    """Difference of logits ratio (Croce & Hein 2020, arXiv 2003.01690, eq. 6).
+
+    DLR = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3), with z_pi the logits
+    sorted in decreasing order. It is invariant to shifting and rescaling the
+    logits, so a saturated softmax cannot hide the gradient. Positive iff
+    misclassified. Needs at least 3 classes (fewer: the smallest logit is used).
+    """
+    logits = tf.cast(logits, tf.float32)
+    labels = sparse_labels(labels, logits.shape[-1])
+    ranked = tf.sort(logits, axis=-1, direction="DESCENDING")
+    true_logit = tf.gather(logits, labels, axis=1, batch_dims=1)
+    top_is_true = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
+    other = tf.where(top_is_true, _sorted_logit(ranked, 1), ranked[:, 0])
+    scale = ranked[:, 0] - _sorted_logit(ranked, 2) + 1e-12
+    return -(true_logit - other) / scale
+
+
+def targeted_dlr(labels, logits, targets):
+    """Targeted DLR (Croce & Hein 2020): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
+
+    Maximizing it raises the target logit z_t over the true logit z_y. Needs at
+    least 4 classes (fewer: the smallest logit is used).
+
+    Args:
+        labels: the true classes.
+        logits: float logits (batch, classes).
+        targets: the target classes, sparse (batch,).
+    """
+    logits = tf.cast(logits, tf.float32)
+    labels = sparse_labels(labels, logits.shape[-1])
+    targets = sparse_labels(targets, logits.shape[-1])
+    ranked = tf.sort(logits, axis=-1, direction="DESCENDING")
+    true_logit = tf.gather(logits, labels, axis=1, batch_dims=1)
+    target_logit = tf.gather(logits, targets, axis=1, batch_dims=1)
+    scale = ranked[:, 0] - 0.5 * (_sorted_logit(ranked, 2) + _sorted_logit(ranked, 3)) + 1e-12
+    return -(true_logit - target_logit) / scale

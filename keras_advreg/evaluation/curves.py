@@ -1,0 +1,67 @@
+"""Robustness curves: accuracy against the attack budget epsilon."""
+
+import math
+
+import numpy as np
+
+from keras_advreg.attacks import PGD
+
+# The default grid, as multiples of the evaluation epsilon.
+DEFAULT_MULTIPLES = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+PGD_STEPS = 20
+
+
+def default_grid(epsilon):
+    """0, eps/4, eps/2, eps, 2 eps, 4 eps."""
+    return [m * epsilon for m in DEFAULT_MULTIPLES]
+
+
+def check_grid(epsilons):
+    """Returns the grid as floats, or raises unless it is non-negative and strictly increasing."""
+    try:
+        grid = [float(e) for e in epsilons]
+    except (TypeError, ValueError):
+        raise ValueError(f"`epsilons` must be a list of numbers, got {epsilons!r}.") from None
+    if not grid or any(not math.isfinite(e) or e < 0 for e in grid):
+        raise ValueError(f"`epsilons` must be finite numbers >= 0, got {epsilons!r}.")
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"`epsilons` must be strictly increasing, got {epsilons!r}.")
+    return grid
+
+
+def unbounded_epsilon(norm, input_shape, clip_min=0.0, clip_max=1.0):
+    """A budget that reaches every point of the box: its diameter in `norm`."""
+    width = clip_max - clip_min
+    dims = int(np.prod(input_shape))
+    return {"linf": width, "l2": width * math.sqrt(dims)}[norm]
+
+
+def curve_attack(norm, clip_min=0.0, clip_max=1.0):
+    """PGD-20 with unit budget; called with `scale=epsilon` (step 2.5 eps / 20)."""
+    return PGD(epsilon=1.0, step_size=2.5 / PGD_STEPS, steps=PGD_STEPS, norm=norm,
+               clip_min=clip_min, clip_max=clip_max)
+
+
+def accuracy_at(runner, attack, x, y, correct, epsilon):
+    """Per-example robustness (bool) to `attack` scaled to `epsilon`; wrong points stay wrong."""
+    robust = correct.copy()
+    if epsilon > 0 and robust.any():
+        index = np.flatnonzero(robust)
+        robust[index[runner.fooled(attack, x[index], y[index], scale=epsilon)]] = False
+    return robust
+
+
+def robustness_curve(runner, x, y, correct, grid, attack, tick=lambda: None):
+    """Accuracy under `attack` at each epsilon of `grid`.
+
+    Returns:
+        `(curve, robust_by_epsilon)`: a list of `{epsilon, accuracy}` and a dict
+        epsilon -> per-example robustness.
+    """
+    curve, robust_by_epsilon = [], {}
+    for epsilon in grid:
+        robust = accuracy_at(runner, attack, x, y, correct, epsilon)
+        robust_by_epsilon[epsilon] = robust
+        curve.append({"epsilon": epsilon, "accuracy": float(robust.mean())})
+        tick()
+    return curve, robust_by_epsilon

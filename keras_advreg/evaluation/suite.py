@@ -1,0 +1,264 @@
+"""`evaluate_robustness`: an AutoAttack-style suite plus curves, bounds and masking checks."""
+
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_advreg import checks
+from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
+from keras_advreg.evaluation import bounds as bounds_lib
+from keras_advreg.evaluation import curves, inputs
+from keras_advreg.evaluation.checks import failure_messages, run_checks
+from keras_advreg.evaluation.report import RobustnessReport
+from keras_advreg.evaluation.runner import Runner
+
+CHECK_SQUARE_QUERIES = 1000
+
+
+def _pgd(epsilon, norm, clip, steps=20, restarts=1):
+    return PGD(epsilon=epsilon, step_size=2.5 * epsilon / 20, steps=steps, norm=norm,
+               restarts=restarts, clip_min=clip[0], clip_max=clip[1])
+
+
+# Named suites: factories of the attack list, each attack run on the points still robust.
+SUITES = {
+    "standard": lambda eps, norm, clip: [
+        APGD(eps, norm=norm, loss="cross_entropy", clip_min=clip[0], clip_max=clip[1]),
+        APGD(eps, norm=norm, loss="targeted_dlr", clip_min=clip[0], clip_max=clip[1]),
+        Square(eps, norm=norm, clip_min=clip[0], clip_max=clip[1])],
+    "fast": lambda eps, norm, clip: [
+        _pgd(eps, norm, clip),
+        APGD(eps, norm=norm, loss="cross_entropy", clip_min=clip[0], clip_max=clip[1])],
+}
+
+_NAMES = {
+    PGD: lambda a: f"pgd{a.steps}" + ("_" + a.loss if a.loss != "cross_entropy" else "")
+    + (f"_x{a.restarts}" if a.restarts > 1 else ""),
+    FGSM: lambda a: "fgsm",
+}
+
+
+def attack_name(attack):
+    """A short readable name: pgd20, pgd20_cw_margin_x4, apgd_ce, apgd_t, square, ..."""
+    return _NAMES.get(type(attack), lambda a: getattr(a, "name", type(a).__name__.lower()))(attack)
+
+
+def resolve_suite(suite, epsilon, norm, clip):
+    """The attack list of a suite name, or a checked list of Attack objects."""
+    if isinstance(suite, str):
+        checks.choice("suite", suite, SUITES)
+        return SUITES[suite](epsilon, norm, clip)
+    if not isinstance(suite, (list, tuple)) or not suite:
+        raise ValueError(f"`suite` must be one of {list(SUITES)} or a non-empty list of "
+                         f"attacks, got {suite!r}.")
+    for attack in suite:
+        if not isinstance(attack, Attack):
+            raise ValueError(f"`suite` entries must be Attack objects, got {attack!r} "
+                             f"(named suites: {list(SUITES)}).")
+    return list(suite)
+
+
+def _baseline_dict(baseline):
+    if baseline is None or isinstance(baseline, dict):
+        return baseline
+    if isinstance(baseline, RobustnessReport):
+        return baseline.to_dict()
+    raise ValueError(f"`baseline` must be None, a RobustnessReport or a dict, got {baseline!r}.")
+
+
+def run_suite(runner, attacks, x, y, correct, tick):
+    """Runs each attack on the points still robust; returns accuracies and masks.
+
+    Returns:
+        `(accuracy_after, new_breaks, robust, broken_by)`: the cumulative accuracy
+        after each attack, the number of points each attack newly broke, the
+        final per-example robustness and per attack the mask of points it broke.
+    """
+    robust, accuracy_after, new_breaks, broken_by = correct.copy(), {}, {}, {}
+    for attack in attacks:
+        name = attack_name(attack)
+        name = name if name not in accuracy_after else f"{name}_{len(accuracy_after)}"
+        index = np.flatnonzero(robust)
+        fooled = runner.fooled(attack, x[index], y[index])
+        broken_by[name] = np.zeros_like(robust)
+        broken_by[name][index[fooled]] = True
+        robust[index[fooled]] = False
+        accuracy_after[name], new_breaks[name] = float(robust.mean()), int(fooled.sum())
+        tick()
+    return accuracy_after, new_breaks, robust, broken_by
+
+
+def _check_attacks(runner, x, y, correct, epsilon, norm, clip, tick):
+    """Stand-alone PGD-40, PGD-20 with 2 restarts and FGSM on every correct point."""
+    robust = {}
+    for key, attack in (("pgd_more_steps", _pgd(epsilon, norm, clip, steps=40)),
+                        ("pgd_restarts", _pgd(epsilon, norm, clip, restarts=2)),
+                        ("fgsm", FGSM(epsilon, norm=norm, clip_min=clip[0], clip_max=clip[1]))):
+        robust[key] = curves.accuracy_at(runner, attack, x, y, correct, 1.0)
+        tick()
+    return robust
+
+
+def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip, tick):
+    """Points Square broke that every white-box attack missed (runs Square if the suite had none)."""
+    square_names = [n for n, a in zip(broken_by, attacks) if isinstance(a, Square)]
+    if square_names:
+        square_broken = np.any([broken_by[n] for n in square_names], axis=0)
+        whitebox_broken = np.any([broken_by[n] for n in broken_by if n not in square_names]
+                                 + [np.zeros_like(robust)], axis=0)
+        return int(np.sum(square_broken & ~whitebox_broken)), robust
+    square = Square(epsilon, n_queries=CHECK_SQUARE_QUERIES, norm=norm,
+                    clip_min=clip[0], clip_max=clip[1])
+    after = curves.accuracy_at(runner, square, x, y, robust, 1.0)
+    tick()
+    return int(np.sum(robust & ~after)), after
+
+
+def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline, clean_acc, tick):
+    """Gradient norms, DeepFool distances, optional Hessian norm, bounds, improvement ratio."""
+    stats, cw_loss, cw_grad = bounds_lib.gradient_statistics(runner, x, y, norm)
+    tick()
+    deepfool = DeepFool(norm=norm, clip_min=runner.clip[0], clip_max=runner.clip[1])
+    fn = runner.traced(("deepfool", norm), lambda xb, yb: deepfool.minimal_distance(
+        runner.model, xb, yb))
+    distance = runner.batched(fn, x, y)
+    tick()
+    found = correct & np.isfinite(distance)
+    out = {"gradient_norms": stats,
+           "mean_minimal_distance": float(distance[found].mean()) if found.any() else None,
+           "minimal_distance_found_fraction": float(found.sum() / max(correct.sum(), 1)),
+           "hessian_spectral_norm": None}
+    curvature = None
+    if hessian:
+        curvature = float(np.max(bounds_lib.hessian_spectral_norm(runner, x, y)))
+        out["hessian_spectral_norm"] = curvature
+        tick()
+    per_image = bounds_lib.lower_bounds(cw_loss, cw_grad, norm, curvature)
+    out["bounds"] = bounds_lib.summarize_bounds(per_image, epsilon, correct & ~robust,
+                                                distance, correct)
+    out["improvement_ratio"] = (bounds_lib.improvement_ratio(
+        clean_acc, out["mean_minimal_distance"], baseline) if baseline else None)
+    out["minimal_distances"] = distance
+    return out
+
+
+def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_examples=None,
+                        epsilons=None, batch_size=128, seed=0, baseline=None, progress=True,
+                        hessian=False, clip_min=0.0, clip_max=1.0):
+    """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
+
+    Runs the suite (each attack only on the points still robust, as
+    AutoAttack does), a PGD-20 robustness curve over an epsilon grid and a
+    budget covering the whole box, stand-alone PGD-40, PGD-20 x2 restarts and
+    FGSM for the masking checks, gradient norms, DeepFool minimal distances,
+    the Finlay & Oberman bounds and, with `hessian=True` (smooth models), the
+    Hessian spectral norm. `robust_accuracy` is the worst case per example over
+    every attack run at `epsilon`, so it is at most each reported accuracy.
+    Failed masking checks raise a `UserWarning` saying what to do.
+
+    Args:
+        model: a Keras classifier returning logits (the base model, not the
+            training wrapper); inputs in `[clip_min, clip_max]`.
+        data: a pair of arrays `(x, y)` or a `tf.data.Dataset` of `(x, y)`
+            batches; labels sparse or one-hot.
+        epsilon: the radius of the threat model.
+        norm: "linf" or "l2".
+        suite: "standard" (APGD-CE, APGD-T, Square-5000), "fast" (PGD-20,
+            APGD-CE) or a list of `Attack` objects.
+        n_examples: evaluate the first n examples (None: all).
+        epsilons: the curve's epsilon grid (strictly increasing); default
+            0, eps/4, eps/2, eps, 2 eps, 4 eps.
+        batch_size: examples per attack call.
+        seed: the random seed (global Keras/TF seed, set here).
+        baseline: a `RobustnessReport` or its dict for the improvement ratio.
+        progress: show a `keras.utils.Progbar` over the stages.
+        hessian: estimate the Hessian spectral norm and the C-bound.
+        clip_min: the smallest valid input value.
+        clip_max: the largest valid input value.
+
+    Returns:
+        A `RobustnessReport`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x, y = np.random.rand(8, 4).astype("float32"), np.arange(8) % 3
+    >>> report = evaluate_robustness(model, (x, y), 0.1, suite="fast", progress=False)
+    >>> report.robust_accuracy <= report.clean_accuracy
+    True
+    """
+    start = time.time()
+    epsilon = checks.number("epsilon", epsilon, strict=True)
+    norm = checks.norm(norm)
+    clip = checks.box(clip_min, clip_max)
+    attacks = resolve_suite(suite, epsilon, norm, clip)
+    grid = curves.check_grid(epsilons) if epsilons is not None else curves.default_grid(epsilon)
+    batch_size = checks.integer("batch_size", batch_size, minimum=1)
+    baseline = _baseline_dict(baseline)
+    x, y_raw = inputs.as_arrays(data, n_examples)
+    inputs.check_box(x, *clip)
+    keras.utils.set_random_seed(seed)
+
+    runner = Runner(model, x.shape[1:], batch_size)
+    runner.clip = clip
+    logits = runner.logits(x)
+    if logits.ndim != 2:
+        raise ValueError(f"The model must output logits of shape (batch, classes), got {logits.shape}.")
+    y = inputs.sparse_labels(y_raw, logits.shape[1])
+    correct = np.argmax(logits, axis=1) == y
+
+    n_stages = (len(attacks) + len(grid) + (epsilon not in grid) + 1 + 3 + 2 + hessian
+                + (not any(isinstance(a, Square) for a in attacks)))
+    bar = keras.utils.Progbar(n_stages, unit_name="stage") if progress else None
+    done = [0]
+
+    def tick():
+        done[0] += 1
+        if bar is not None:
+            bar.update(done[0])
+
+    accuracy_after, new_breaks, robust, broken_by = run_suite(runner, attacks, x, y, correct, tick)
+    suite_accuracy = float(robust.mean())
+    pgd = curves.curve_attack(norm, *clip)
+    curve, by_epsilon = curves.robustness_curve(runner, x, y, correct, grid, pgd, tick)
+    pgd_at_eps = by_epsilon.get(epsilon)
+    if pgd_at_eps is None:
+        pgd_at_eps = curves.accuracy_at(runner, pgd, x, y, correct, epsilon)
+        tick()
+    big = curves.unbounded_epsilon(norm, x.shape[1:], *clip)
+    unbounded = {"epsilon": big,
+                 "accuracy": float(curves.accuracy_at(runner, pgd, x, y, correct, big).mean())}
+    tick()
+    extra = _check_attacks(runner, x, y, correct, epsilon, norm, clip, tick)
+    worst = robust & pgd_at_eps & np.all(list(extra.values()), axis=0)
+    square_only, worst = _square_only_breaks(runner, x, y, worst, broken_by, attacks,
+                                             epsilon, norm, clip, tick)
+    clean_acc = float(correct.mean())
+    regularity = _regularity(runner, x, y, correct, worst, epsilon, norm, hessian, baseline,
+                             clean_acc, tick)
+    evidence = {"n": len(x), "curve": curve, "unbounded": unbounded,
+                "pgd": float(pgd_at_eps.mean()), "logits": logits,
+                "square_only_breaks": square_only,
+                "gradient_norms": regularity["gradient_norms"],
+                **{k: float(v.mean()) for k, v in extra.items()}}
+    check_results = run_checks(evidence)
+    for message in failure_messages(check_results):
+        warnings.warn(message, stacklevel=2)
+    distances = regularity.pop("minimal_distances")
+    return RobustnessReport({
+        "clean_accuracy": clean_acc, "robust_accuracy": float(worst.mean()),
+        "attacks": accuracy_after, "epsilon": epsilon, "norm": norm, "n_examples": len(x),
+        "curve": curve, **regularity, "checks": check_results,
+        "suite": suite if isinstance(suite, str) else [attack_name(a) for a in attacks],
+        "suite_accuracy": suite_accuracy, "new_breaks": new_breaks, "unbounded": unbounded,
+        "check_attacks": {"pgd20": evidence["pgd"], "pgd40": evidence["pgd_more_steps"],
+                          "pgd20_x2": evidence["pgd_restarts"], "fgsm": evidence["fgsm"],
+                          "square_only_breaks": square_only},
+        "masking_suspected": any(not c["passed"] for c in check_results),
+        "per_example": {"clean_correct": correct, "robust": worst,
+                        "minimal_distance": distances},
+        "attack_configs": {n: a.get_config() for n, a in zip(accuracy_after, attacks)},
+        "seed": seed, "wall_time_s": time.time() - start})
