@@ -35,7 +35,7 @@ _METHOD_FLAGS = [
 
 
 def _build_parser():
-    from keras_advreg import data, methods
+    from keras_advreg import architectures, data, methods
 
     parser = argparse.ArgumentParser(
         prog="keras-advreg", description="Adversarial training and honest robustness evaluation "
@@ -52,8 +52,12 @@ def _build_parser():
                        help="the defense (default: madry)")
     for flag, _, kind, text in _METHOD_FLAGS:
         train.add_argument(flag, type=kind, default=None, help=text + " (default: the method's)")
-    train.add_argument("--arch", default="small_cnn", choices=["small_cnn", "mlp"],
+    train.add_argument("--arch", default="small_cnn", choices=sorted(architectures.ARCHITECTURES),
                        help="architecture of the base model (default: small_cnn)")
+    train.add_argument("--augment", default="auto",
+                       choices=["auto", "none", *[a for a in data.AUGMENTATIONS if a]],
+                       help="batch augmentation; auto: crop_flip for CIFAR, crop for SVHN, "
+                            "none otherwise (default: auto)")
     train.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
     train.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
     train.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
@@ -191,9 +195,16 @@ def train(args):
     if (args.warmup_epochs or args.warmup_start) and len(objective) < 2:
         raise ValueError(f"--warmup-epochs/--warmup-start need a regularizer term; --method "
                          f"{args.method} has only {objective[0].name!r}.")
-    dataset = data.load_dataset(args.dataset)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy)
     distribute.check_batch_size(args.batch_size, strategy)
+    dataset = data.load_dataset(args.dataset)
+    augment = (data.default_augmentation(args.dataset) if args.augment == "auto"
+               else None if args.augment == "none" else args.augment)
+    # Under multi-worker training every worker runs this command; only the chief writes.
+    chief = strategy.extended.should_checkpoint
+    backup = os.path.join(args.out, BACKUP_DIR if chief else
+                          f"{BACKUP_DIR}-worker{distribute.tf_config()['task']['index']}")
 
     keras.utils.set_random_seed(args.seed)
     if args.deterministic:
@@ -210,9 +221,11 @@ def train(args):
         # An interrupted run leaves its backup in --out; the same command resumes it.
         history = resume.resumable_fit(
             model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
-            epochs=args.epochs, backup_dir=os.path.join(args.out, BACKUP_DIR), seed=args.seed,
-            callbacks=_callbacks(args, model),
+            epochs=args.epochs, backup_dir=backup, seed=args.seed,
+            augment=augment and data.AUGMENTATIONS[augment], callbacks=_callbacks(args, model),
             validation_data=_batched(data, validation, args.batch_size), verbose=args.verbose)
+        if not chief:
+            return
         base.save(os.path.join(staging, "model.keras"))
         _write_json(os.path.join(staging, "history.json"), history)
         _write_json(os.path.join(staging, "config.json"), {
@@ -229,8 +242,8 @@ def _build_model(args, dataset, objective):
 
     from keras_advreg import AdvRegModel, architectures, schedules
 
-    build = {"small_cnn": architectures.small_cnn, "mlp": architectures.mlp}[args.arch]
-    base = build(dataset.input_shape, dataset.num_classes, activation=args.activation)
+    base = architectures.ARCHITECTURES[args.arch](dataset.input_shape, dataset.num_classes,
+                                                  activation=args.activation)
     model = AdvRegModel(base, objective, seed=args.seed)
     learning_rate = args.lr
     if args.lr_schedule == "cyclic":

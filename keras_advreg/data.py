@@ -18,7 +18,10 @@ Sources:
   TensorFlow Datasets (imported lazily; it is slow to import).
 - a path ending in `.npz` with keys `x_train, y_train, x_test, y_test`.
 
-`make_dataset` turns arrays into a batched, prefetched `tf.data.Dataset`.
+`make_dataset` turns arrays into a batched, prefetched `tf.data.Dataset`,
+optionally augmented (`AUGMENTATIONS`; `default_augmentation(name)` gives the
+usual choice per dataset) and batched per replica under a `tf.distribute`
+strategy.
 """
 
 import dataclasses
@@ -128,20 +131,59 @@ def load_dataset(name_or_path="digits", *, data_dir=None):
 
 
 def make_dataset(x, y, batch_size, *, shuffle=False, seed=None,
-                 drop_remainder=False):
+                 drop_remainder=False, augment=None, cache=True,
+                 strategy=None):
     """Wraps arrays in a batched, prefetched `tf.data.Dataset` of `(x, y)`.
 
+    The pipeline is: slices of `(x, y)` -> `cache()` -> `shuffle` -> `batch`
+    -> augmentation of each whole batch (`num_parallel_calls=AUTOTUNE`) ->
+    `prefetch(AUTOTUNE)`. The cache sits before the augmentation, so every
+    epoch draws fresh crops and flips from the cached originals.
+
+    Augmentations run on whole batches with stateless random ops: one
+    vectorized op per batch was about 2x faster than a per-example `map`
+    (0.43-0.49 s against 0.87-1.31 s per 10,000 32x32x3 images, batch
+    128, on 2 shared CPU cores). Given a `seed`, the shuffled order and
+    every augmented batch are reproducible (a new dataset built with the
+    same arguments yields the same epochs), while each epoch still differs
+    from the last. The output does not depend on how many batches tf.data
+    processes in parallel.
+
+    Under a `tf.distribute` strategy with more than one replica,
+    `batch_size` is the PER-REPLICA batch size: the dataset yields global
+    batches of `batch_size * strategy.num_replicas_in_sync` examples, and
+    `model.fit` splits each one across the replicas (there is no need to
+    call `strategy.experimental_distribute_dataset`). Without a strategy
+    (or with one replica), `batch_size` is the batch size. Build the model
+    under `strategy.scope()` and pass this dataset to `fit` as usual.
+
     Args:
-        x: Array of inputs, first axis the examples.
+        x: Array of inputs, first axis the examples. Augmentation needs
+            images `(N, H, W, C)` with values in `[0, 1]`.
         y: Array of labels with the same first dimension as `x`.
-        batch_size: Positive integer, examples per batch.
+        batch_size: Positive integer, examples per batch (per replica under
+            a multi-replica `strategy`).
         shuffle: Whether to shuffle the whole array (reshuffled every
             epoch).
-        seed: Optional integer seed for the shuffle.
+        seed: Optional integer seed for the shuffle and the augmentation.
         drop_remainder: Whether to drop the last, smaller batch.
+        augment: A key of `AUGMENTATIONS` (`None`, `"crop_flip"`,
+            `"crop"`), or a callable `fn(images, seed) -> images` taking a
+            batch and a stateless seed (an int64 tensor of shape `[2]`).
+            `default_augmentation(name)` gives the usual choice for a
+            dataset. Defaults to `None` (no augmentation). Apply it to
+            training data only.
+        cache: Whether to `cache()` the examples in memory before shuffling
+            and augmentation.
+        strategy: Optional `tf.distribute.Strategy`; see above.
 
     Returns:
         A `tf.data.Dataset` yielding `(x_batch, y_batch)` tuples.
+
+    Raises:
+        ValueError: If `batch_size` is not a positive integer, `x` and `y`
+            differ in length, `augment` is unknown, or augmentation is asked
+            for inputs that are not `(N, H, W, C)` images.
 
     Example:
 
@@ -151,6 +193,17 @@ def make_dataset(x, y, batch_size, *, shuffle=False, seed=None,
     >>> xb, yb = next(iter(train))
     >>> tuple(xb.shape), tuple(yb.shape)
     ((128, 8, 8, 1), (128,))
+
+    CIFAR-style training data, 128 examples per replica:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> x = np.random.rand(512, 32, 32, 3).astype("float32")
+    >>> y = np.zeros(512, "int64")
+    >>> strategy = tf.distribute.get_strategy()  # e.g. MirroredStrategy()
+    >>> train = make_dataset(x, y, 128, shuffle=True, seed=0,
+    ...                      augment="crop_flip", strategy=strategy)
+    >>> tuple(next(iter(train))[0].shape)  # 128 x replicas
+    (128, 32, 32, 3)
     """
     import tensorflow as tf
 
@@ -164,11 +217,233 @@ def make_dataset(x, y, batch_size, *, shuffle=False, seed=None,
         raise ValueError(
             f"`x` and `y` must have the same number of examples, got "
             f"{len(x)} and {len(y)}.")
+    augment_fn = _get_augmentation(augment)
+    if augment_fn is not None and np.ndim(x) != 4:
+        raise ValueError(
+            f"Argument `augment={augment!r}` needs images `x` of shape "
+            f"(N, H, W, C), got shape {np.shape(x)}.")
+    replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+    global_batch_size = int(batch_size) * replicas
+
     ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if cache:
+        ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+    ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
+    if augment_fn is not None:
+        # One stateless seed pair per batch, from a seeded stream that is
+        # redrawn every epoch: reproducible, yet new crops each epoch, and
+        # independent of the map's parallelism.
+        seeds = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (augment_fn(xy[0], s), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------
+# Augmentation. Each function takes a batch `(B, H, W, C)` and a stateless
+# seed (int tensor of shape [2]) and returns a batch of the same shape and
+# dtype; values stay in the input's range because pixels are only moved and
+# the padding is zero.
+
+
+def random_crop_flip(images, seed, padding=None):
+    """Random crop after zero padding, then random horizontal flip.
+
+    The standard CIFAR augmentation (`RandomCrop(32, padding=4)` with zero
+    padding plus `RandomHorizontalFlip()` in the PyTorch references of
+    Madry et al., TRADES, Wong et al. and Rice et al.): each image is
+    shifted by a uniform integer offset in `[-padding, padding]` along
+    each axis, with zeros shifted in (equivalent to zero padding by
+    `padding` and cropping back to `H x W`), then mirrored left-right with
+    probability 1/2. Pixels are moved, never interpolated, so values keep
+    their range.
+
+    Args:
+        images: Batch `(B, H, W, C)`, float or integer.
+        seed: Stateless seed, an int tensor of shape `[2]`.
+        padding: Pixels of padding per side: an int or a pair
+            `(rows, cols)`. Defaults to `max(1, H // 8)` and
+            `max(1, W // 8)` (4 for 32x32 images).
+
+    Returns:
+        The augmented batch, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.random.rand(4, 32, 32, 3).astype("float32")
+    >>> out = random_crop_flip(x, seed=[0, 1])
+    >>> tuple(out.shape)
+    (4, 32, 32, 3)
+    """
+    return _shift_and_flip(images, seed, padding, flip=True)
+
+
+def random_crop(images, seed, padding=None):
+    """Random crop after zero padding, without flipping.
+
+    As `random_crop_flip` without the flip, for data that is not mirror
+    symmetric, such as digits (SVHN): a mirrored 2 or 7 is not a digit.
+
+    Args:
+        images: Batch `(B, H, W, C)`, float or integer.
+        seed: Stateless seed, an int tensor of shape `[2]`.
+        padding: Pixels of padding per side, an int or a pair
+            `(rows, cols)`; defaults to `max(1, H // 8)`, `max(1, W // 8)`.
+
+    Returns:
+        The augmented batch, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.random.rand(4, 32, 32, 3).astype("float32")
+    >>> tuple(random_crop(x, seed=[0, 1]).shape)
+    (4, 32, 32, 3)
+    """
+    return _shift_and_flip(images, seed, padding, flip=False)
+
+
+def no_augmentation(images, seed=None):
+    """Returns `images` unchanged (the `None` entry of `AUGMENTATIONS`)."""
+    del seed
+    return images
+
+
+AUGMENTATIONS = {
+    "crop_flip": random_crop_flip,
+    "crop": random_crop,
+    None: no_augmentation,
+}
+"""Augmentation name -> `fn(images, seed) -> images` on a batch."""
+
+_DEFAULT_AUGMENTATION = {
+    "digits": None,
+    "mnist": None,
+    "fashion_mnist": None,
+    "cifar10": "crop_flip",
+    "cifar100": "crop_flip",
+    # Digits are not mirror symmetric: crop only.
+    "svhn_cropped": "crop",
+}
+
+
+def default_augmentation(dataset_name):
+    """The usual training augmentation for a dataset, a key of
+    `AUGMENTATIONS`.
+
+    `"crop_flip"` for CIFAR-10/100, `"crop"` (no flip: digits are not
+    mirror symmetric) for SVHN, `None` for digits, MNIST, Fashion-MNIST and
+    `.npz` files (whose content is unknown).
+
+    Args:
+        dataset_name: One of `DATASETS`, or a path to a `.npz` file.
+
+    Returns:
+        `"crop_flip"`, `"crop"` or `None`.
+
+    Raises:
+        ValueError: If the name is neither in `DATASETS` nor a `.npz` path.
+
+    Example:
+
+    >>> default_augmentation("cifar10"), default_augmentation("svhn_cropped")
+    ('crop_flip', 'crop')
+    >>> default_augmentation("mnist") is None
+    True
+    """
+    if isinstance(dataset_name, os.PathLike):
+        dataset_name = os.fspath(dataset_name)
+    if isinstance(dataset_name, str):
+        if dataset_name.lower().endswith(".npz"):
+            return None
+        if dataset_name in _DEFAULT_AUGMENTATION:
+            return _DEFAULT_AUGMENTATION[dataset_name]
+    raise ValueError(
+        f"Unknown value for argument `dataset_name`: {dataset_name!r}. "
+        f"Allowed values are {', '.join(repr(d) for d in DATASETS)}, or a "
+        f"path to a .npz file.")
+
+
+def _get_augmentation(augment):
+    """`None` for no augmentation, else the batch function."""
+    if augment is None or augment is no_augmentation:
+        return None
+    if isinstance(augment, str) and augment in AUGMENTATIONS:
+        return AUGMENTATIONS[augment]
+    if callable(augment):
+        return augment
+    names = ", ".join(repr(k) for k in AUGMENTATIONS)
+    raise ValueError(
+        f"Unknown value for argument `augment`: {augment!r}. Allowed values "
+        f"are {names}, or a callable fn(images, seed) -> images.")
+
+
+def _shift_and_flip(images, seed, padding, flip):
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"Augmentation needs a batch of images (B, H, W, C), got shape "
+            f"{images.shape}.")
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        dynamic = tf.shape(images)
+        height = height or dynamic[1]
+        width = width or dynamic[2]
+    pad_rows, pad_cols = _padding(padding, images.shape)
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(
+        tf.cast(seed, tf.int64), 3)
+    shift_rows = tf.random.stateless_uniform(
+        [batch], seeds[0], -pad_rows, pad_rows + 1, dtype=tf.int32)
+    shift_cols = tf.random.stateless_uniform(
+        [batch], seeds[1], -pad_cols, pad_cols + 1, dtype=tf.int32)
+    if flip:
+        flipped = tf.random.stateless_uniform([batch], seeds[2]) < 0.5
+    else:
+        flipped = tf.zeros([batch], tf.bool)
+    # One projective transform per image, nearest-neighbour sampling at
+    # integer offsets (so an exact copy of pixels), zeros outside: output
+    # pixel (r, c) reads input (r + dr, c + dc), or (r + dr, W - 1 - c + dc)
+    # when flipped.
+    flipped = tf.cast(flipped, tf.float32)
+    zeros = tf.zeros([batch], tf.float32)
+    ones = tf.ones([batch], tf.float32)
+    last_col = tf.cast(width - 1, tf.float32)
+    transforms = tf.stack([
+        1.0 - 2.0 * flipped, zeros,
+        tf.cast(shift_cols, tf.float32) + flipped * last_col,
+        zeros, ones, tf.cast(shift_rows, tf.float32),
+        zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms,
+        output_shape=tf.stack([height, width]), fill_value=0.0,
+        interpolation="NEAREST", fill_mode="CONSTANT")
+
+
+def _padding(padding, shape):
+    if padding is None:
+        # 4 for 32x32 images; needs static spatial sizes.
+        if shape[1] is None or shape[2] is None:
+            raise ValueError(
+                "Augmentation needs static image sizes to choose the default "
+                "padding; pass `padding`.")
+        return max(1, shape[1] // 8), max(1, shape[2] // 8)
+    pair = (padding, padding) if isinstance(padding, (int, np.integer)) \
+        else tuple(padding)
+    if (len(pair) != 2
+            or any(isinstance(p, bool) or not isinstance(p, (int, np.integer))
+                   or p < 0 for p in pair)):
+        raise ValueError(
+            f"Argument `padding` must be a non-negative integer or a pair of "
+            f"them, got {padding!r}.")
+    return int(pair[0]), int(pair[1])
 
 
 # ---------------------------------------------------------------------------

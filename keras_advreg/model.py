@@ -10,7 +10,7 @@ from keras_advreg.objectives import CleanLoss, StepContext
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
-class AdvRegModel(keras.Model):
+class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
     """Trains any Keras classifier with an adversarial objective.
 
     `train_step` computes the adversarial points the objective needs (model in

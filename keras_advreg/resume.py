@@ -19,11 +19,12 @@ _HISTORY = "history.json"
 _METADATA = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
 
 
-def epoch_batches(x, y, batch_size, seed, first_epoch, epochs):
+def epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment=None):
     """A dataset of the batches of epochs `first_epoch .. epochs-1`, in order.
 
     Epoch e is a permutation of the data drawn from the stateless seed
-    (seed, e), cut into batches (the last one may be smaller).
+    (seed, e), cut into batches (the last one may be smaller); batch i of
+    epoch e is augmented with the stateless seed derived from (seed, e, i).
 
     Args:
         x: the inputs (an array).
@@ -32,6 +33,8 @@ def epoch_batches(x, y, batch_size, seed, first_epoch, epochs):
         seed: an int.
         first_epoch: the first epoch to produce.
         epochs: the number of epochs of the whole run.
+        augment: None, or a batch augmentation `fn(images, seed)` (see
+            `keras_advreg.data.AUGMENTATIONS`).
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` batches.
@@ -43,8 +46,14 @@ def epoch_batches(x, y, batch_size, seed, first_epoch, epochs):
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n), tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-                .map(lambda index: (tf.gather(x, index), tf.gather(y, index))))
+        batches = (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+                   .map(lambda index: (tf.gather(x, index), tf.gather(y, index))))
+        if augment is None:
+            return batches
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        return batches.enumerate().map(
+            lambda i, batch: (augment(batch[0], tf.random.experimental.stateless_fold_in(
+                epoch_seed, i)), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
 
     return (tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
             .prefetch(tf.data.AUTOTUNE))
@@ -73,8 +82,8 @@ def read_history(path):
         return json.load(f)
 
 
-def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, callbacks=(),
-                  **fit_kwargs):
+def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=None,
+                  callbacks=(), **fit_kwargs):
     """Fits `model` on arrays so that an interrupted run resumes where it stopped.
 
     Call it again with the same arguments after an interruption: it continues
@@ -89,7 +98,8 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, callback
         batch_size: the batch size.
         epochs: the total number of epochs.
         backup_dir: the folder of the backup (created, kept between runs).
-        seed: the seed of the data order.
+        seed: the seed of the data order and the augmentation.
+        augment: None, or a batch augmentation `fn(images, seed)`.
         callbacks: more Keras callbacks.
         **fit_kwargs: passed to `model.fit` (e.g. `validation_data`, `verbose`).
 
@@ -110,7 +120,7 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, callback
             first_epoch = int(json.load(f)["epoch"])
     history_path = os.path.join(backup_dir, _HISTORY)
     steps = -(-len(x) // batch_size)
-    data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs)
+    data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
     model.fit(data, epochs=epochs, steps_per_epoch=steps, shuffle=False,
               callbacks=[*callbacks, _EpochHistory(history_path),
                          keras.callbacks.BackupAndRestore(keras_backup)],

@@ -318,3 +318,193 @@ def test_make_dataset_with_digits(digits):
     assert tuple(xb.shape) == (128, 8, 8, 1)
     assert xb.dtype.name == "float32"
     assert yb.dtype.name == "int64"
+
+
+# --------------------------------------------------------------------------
+# make_dataset: augmentation and replicas
+
+
+def _images(n, size=8, channels=3, seed=0):
+    """Random images in [0, 1] with exact 0s and 1s; no mirror symmetry."""
+    x = np.random.default_rng(seed).uniform(
+        size=(n, size, size, channels)).astype(np.float32)
+    x[:, 0, 0, 0] = 0.0
+    x[:, -1, -1, -1] = 1.0
+    return x
+
+
+def _candidates(image, pad, flips):
+    """Every zero-padded crop of `image` (and its mirror): {(dy, dx, f)}."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    out = {}
+    for dy in range(-pad, pad + 1):
+        for dx in range(-pad, pad + 1):
+            crop = padded[pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+            out[(dy, dx, False)] = crop
+            if flips:
+                out[(dy, dx, True)] = crop[:, ::-1]
+    return out
+
+
+def _match(output, image, pad, flips=True):
+    """The (dy, dx, flipped) whose crop equals `output` exactly."""
+    found = [k for k, c in _candidates(image, pad, flips).items()
+             if np.array_equal(c, output)]
+    assert len(found) == 1, f"{len(found)} matching crops"
+    return found[0]
+
+
+def _epoch(ds):
+    xs, ys = zip(*[(xb.numpy(), yb.numpy()) for xb, yb in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_crop_flip_moves_pixels_and_keeps_content():
+    # Each output is a zero-padded 1-pixel crop (8 // 8) of its own input,
+    # possibly mirrored; shuffling keeps images and labels paired.
+    x = _images(64)
+    y = np.arange(64)
+    ds = data.make_dataset(x, y, 16, shuffle=True, seed=0,
+                           augment="crop_flip")
+    out, labels = _epoch(ds)
+    assert out.shape == x.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(np.sort(labels), y)
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    moves = [_match(o, x[label], pad=1) for o, label in zip(out, labels)]
+    flipped = [m[2] for m in moves]
+    assert 0 < sum(flipped) < len(moves)  # some flipped, some not
+    assert len(set(moves)) >= 10  # of 18 possible moves
+    # The content is kept, not just shifted in: undoing the move gives the
+    # input back away from the shifted-in border.
+    for o, label, (dy, dx, f) in zip(out, labels, moves):
+        if f:
+            o = o[:, ::-1]  # a flip of a flip is the identity
+        inner = o[max(0, -dy):8 - max(0, dy), max(0, -dx):8 - max(0, dx)]
+        np.testing.assert_array_equal(
+            inner, x[label][max(0, dy):8 + min(0, dy),
+                            max(0, dx):8 + min(0, dx)])
+    assert not np.array_equal(np.sort(out, axis=None),
+                              np.sort(x, axis=None))  # zeros came in
+
+
+def test_crop_only_never_flips_and_pads_by_an_eighth():
+    # 32x32 images: padding 4 (32 // 8); no flips for digits (SVHN).
+    x = _images(32, size=32)
+    out = data.random_crop(x, seed=np.array([3, 4])).numpy()
+    moves = [_match(o, xi, pad=4, flips=False) for o, xi in zip(out, x)]
+    shifts = np.array([m[:2] for m in moves])
+    assert np.abs(shifts).max() == 4
+    assert len(set(moves)) > 10
+    # None of them is a mirror image.
+    for o, xi in zip(out, x):
+        assert not any(np.array_equal(o, c[:, ::-1])
+                       for c in _candidates(xi, 4, False).values())
+
+
+def test_flip_only_with_zero_padding():
+    x = _images(32)
+    out = data.random_crop_flip(x, seed=np.array([0, 7]), padding=0).numpy()
+    flipped = []
+    for o, xi in zip(out, x):
+        if np.array_equal(o, xi):
+            flipped.append(False)
+        else:
+            np.testing.assert_array_equal(o[:, ::-1], xi)
+            flipped.append(True)
+    assert 0 < sum(flipped) < len(x)
+
+
+def test_augmentation_keeps_range_shape_and_integer_dtype():
+    x = _images(16, size=32, channels=1)
+    for name in ("crop_flip", "crop"):
+        out = data.AUGMENTATIONS[name](x, np.array([1, 2])).numpy()
+        assert out.shape == x.shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    u8 = (x * 255).astype(np.uint8)
+    assert data.random_crop_flip(u8, np.array([1, 2])).dtype == np.uint8
+    assert data.AUGMENTATIONS[None](x, None) is x
+
+
+def test_augmentation_is_seeded():
+    x = _images(40)
+    y = np.arange(40)
+
+    def make(seed, **kwargs):
+        return data.make_dataset(x, y, 16, shuffle=True, seed=seed,
+                                 augment="crop_flip", **kwargs)
+
+    ds = make(5)
+    first, second = _epoch(ds), _epoch(ds)
+    again = make(5)
+    # A fresh dataset with the same seed repeats every epoch exactly ...
+    for a, b in zip((first, second), (_epoch(again), _epoch(again))):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    # ... each epoch draws new crops (same order after sorting by label) ...
+    order1, order2 = np.argsort(first[1]), np.argsort(second[1])
+    assert not np.array_equal(first[0][order1], second[0][order2])
+    # ... another seed gives other crops, and the cache changes nothing.
+    assert not np.array_equal(first[0], _epoch(make(6))[0])
+    np.testing.assert_array_equal(first[0], _epoch(make(5, cache=False))[0])
+
+
+def test_no_augmentation_is_identity_and_backward_compatible():
+    x = _images(10)
+    y = np.arange(10)
+    out, labels = _epoch(data.make_dataset(x, y, 4, augment=None))
+    np.testing.assert_array_equal(out, x)
+    np.testing.assert_array_equal(labels, y)
+
+
+def test_custom_augmentation_callable():
+    x = _images(6)
+    out, _ = _epoch(data.make_dataset(
+        x, np.arange(6), 4, augment=lambda images, seed: 1.0 - images))
+    np.testing.assert_allclose(out, 1.0 - x)
+
+
+def test_augment_argument_errors():
+    x = _images(4)
+    with pytest.raises(ValueError, match="`augment`.*'flip'"):
+        data.make_dataset(x, np.arange(4), 2, augment="flip")
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        data.make_dataset(np.zeros((4, 3), np.float32), np.arange(4), 2,
+                          augment="crop")
+    with pytest.raises(ValueError, match="`padding`"):
+        data.random_crop(x, np.array([0, 0]), padding=-1)
+
+
+def test_default_augmentation():
+    expected = {"cifar10": "crop_flip", "cifar100": "crop_flip",
+                "svhn_cropped": "crop", "digits": None, "mnist": None,
+                "fashion_mnist": None}
+    assert set(expected) == set(data.DATASETS)
+    for name, augment in expected.items():
+        assert data.default_augmentation(name) == augment
+        assert augment in data.AUGMENTATIONS
+    assert set(data.AUGMENTATIONS) == {"crop_flip", "crop", None}
+    assert data.default_augmentation("some/file.npz") is None
+    with pytest.raises(ValueError, match="`dataset_name`.*'cifar-10'"):
+        data.default_augmentation("cifar-10")
+
+
+def test_batch_size_is_per_replica_under_mirrored_strategy():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    x = _images(20)
+    y = np.arange(20)
+    ds = data.make_dataset(x, y, 4, strategy=strategy, augment="crop_flip",
+                           seed=0)
+    # Global batches of 2 x 4 (the last one partial) ...
+    assert [int(xb.shape[0]) for xb, _ in ds] == [8, 8, 4]
+    # ... split by the strategy (as fit does) into 4 per replica.
+    batch = next(iter(strategy.experimental_distribute_dataset(ds)))
+    per_replica = strategy.experimental_local_results(batch[0])
+    assert [int(t.shape[0]) for t in per_replica] == [4, 4]
+    # One replica (the default strategy) or none: batch_size as given.
+    for s in (None, tf.distribute.get_strategy()):
+        assert [int(xb.shape[0]) for xb, _ in data.make_dataset(
+            x, y, 8, strategy=s)] == [8, 8, 4]
