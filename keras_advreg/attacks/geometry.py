@@ -37,18 +37,19 @@ def project(x_adv, x, epsilon, norm, clip_min, clip_max):
     return tf.clip_by_value(x + delta, clip_min, clip_max)
 
 
-def random_start(x, epsilon, norm, kind="uniform", seed=None):
+def random_start(x, epsilon, norm, kind="uniform", seed=None, normal_std=0.001):
     """A random perturbation of `x` inside the epsilon ball (before box clipping).
 
     Args:
         x: the clean batch.
         epsilon: the radius (a float or scalar tensor).
         norm: "linf" or "l2".
-        kind: "uniform" (uniform in the ball) or "normal" (0.001 * N(0, I), the
-            TRADES start, where a KL loss has zero gradient at delta = 0).
+        kind: "uniform" (uniform in the ball) or "normal" (`normal_std` * N(0, I),
+            the TRADES start, where a KL loss has zero gradient at delta = 0).
         seed: None for TensorFlow's stateful generator, or a stateless seed
             (an int tensor of shape (2,)): the same seed gives the same start,
             which makes training steps reproducible and resumable.
+        normal_std: the standard deviation of the "normal" start.
 
     Returns:
         `x + delta`.
@@ -56,7 +57,7 @@ def random_start(x, epsilon, norm, kind="uniform", seed=None):
     uniform_seed, normal_seed = (None, None) if seed is None else tf.unstack(
         tf.random.experimental.stateless_split(seed, 2))
     if kind == "normal":
-        return x + 0.001 * _normal(tf.shape(x), normal_seed, x.dtype)
+        return x + normal_std * _normal(tf.shape(x), normal_seed, x.dtype)
     if norm == "linf":
         return x + _uniform(tf.shape(x), uniform_seed, x.dtype, -1.0) * epsilon
     # Uniform in the l2 ball: a uniform direction and radius epsilon * u^(1/d).

@@ -7,6 +7,8 @@ from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import ATTACK_LOSSES, Attack, logits_of, loss_gradient, register
 
 _RANDOM_STARTS = {True: "uniform", False: None, "uniform": "uniform", "normal": "normal"}
+# The TRADES start, 0.001 * N(0, I), must survive rounding to the compute dtype.
+_NORMAL_START_STD = {"bfloat16": 0.01}
 
 
 @register
@@ -27,7 +29,10 @@ class PGD(Attack):
         steps: the number of steps.
         norm: "linf" or "l2".
         random_start: True or "uniform" (uniform in the ball), "normal"
-            (0.001 * N(0, I), the TRADES start) or False.
+            (0.001 * N(0, I), the TRADES start) or False. A bfloat16 model
+            rounds a 0.001 perturbation of inputs near 1 away (its spacing there
+            is 2^-7), which would leave a KL gradient at exactly zero, so its
+            "normal" start uses 0.01 * N(0, I).
         restarts: the number of runs; the worst case per example is kept.
         loss: "cross_entropy", "cw_margin" (Carlini-Wagner margin) or "kl" (the
             KL divergence from the clean prediction, label-free, as in TRADES).
@@ -84,7 +89,9 @@ class PGD(Attack):
         x_adv = x
         if self.random_start:
             start = geometry.random_start(x, epsilon, self.norm,
-                                          _RANDOM_STARTS[self.random_start], seed)
+                                          _RANDOM_STARTS[self.random_start], seed,
+                                          normal_std=_NORMAL_START_STD.get(model.compute_dtype,
+                                                                           0.001))
             x_adv = self.project(start, x, epsilon)
 
         def step(i, x_adv):
