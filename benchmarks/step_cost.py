@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,14 +22,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_advreg as kar  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import specs  # noqa: E402
+from keras_advreg.benchmark import objective_of  # noqa: E402
 
 EPSILON = 8 / 255
 
 
-# Method specs (see specs.py) -> theoretical passes relative to plain. A pass is
+# Method specs (see keras_advreg.benchmark.parse_spec) -> theoretical passes relative to plain. A pass is
 # one forward or one backward pass through the network; a plain step is
 # 1 forward + 1 backward = 2. Attacks run a forward and a backward per step; a
 # forward in inference mode for the clean-accuracy metric is counted where no
@@ -86,7 +83,7 @@ def run(input_shape=(32, 32, 3), batch_size=128, rounds=7, steps_per_round=3,
     rng = np.random.default_rng(seed)
     x = rng.random((batch_size, *input_shape), dtype=np.float32)
     y = rng.integers(0, 10, batch_size)
-    models = {name: _model(specs.objective(name, EPSILON), input_shape, 10, precision)
+    models = {name: _model(objective_of(name, EPSILON, "linf"), input_shape, 10, precision)
               for name in names}
     for model in models.values():  # trace and warm up
         for _ in range(2):

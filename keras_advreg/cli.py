@@ -35,7 +35,7 @@ _METHOD_FLAGS = [
 
 
 def _build_parser():
-    from keras_advreg import architectures, data, methods
+    from keras_advreg import architectures, benchmark, data, methods
 
     parser = argparse.ArgumentParser(
         prog="keras-advreg", description="Adversarial training and honest robustness evaluation "
@@ -116,6 +116,7 @@ def _build_parser():
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")
     evaluate.add_argument("--out", required=True, help="output folder")
+    benchmark.add_parser(commands)
     return parser
 
 
@@ -229,7 +230,7 @@ def train(args):
         base.save(os.path.join(staging, "model.keras"))
         _write_json(os.path.join(staging, "history.json"), history)
         _write_json(os.path.join(staging, "config.json"), {
-            "command": "train", **{k: v for k, v in vars(args).items() if k != "command"},
+            **vars(args),
             "method_arguments": method_kwargs,
             "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
             "versions": _versions()})
@@ -321,7 +322,18 @@ def evaluate(args):
           f"wrote {os.path.join(args.out, 'report.json')}")
 
 
-_COMMANDS = {"train": train, "evaluate": evaluate}
+def run_benchmark(args):
+    """Trains and attacks every method; writes results.md, results.json, the curves' PNG."""
+    from keras_advreg import benchmark, checks
+
+    checks.number("epsilon", args.epsilon)
+    checks.integer("epochs", args.epochs)
+    checks.integer("batch_size", args.batch_size)
+    checks.integer("n_examples", args.n_examples)
+    benchmark.run(args)
+
+
+_COMMANDS = {"train": train, "evaluate": evaluate, "benchmark": run_benchmark}
 
 
 def main(argv=None):
@@ -329,6 +341,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "keras-advreg " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as error:

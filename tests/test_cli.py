@@ -198,3 +198,26 @@ def test_warmup_needs_a_regularizer(tmp_path, capsys):
     code, err = _run(["train", "--method", "madry", "--warmup-epochs", "2",
                       "--out", str(tmp_path / "o"), *FAST_TRAIN], capsys)
     assert code == 2 and "regularizer" in err
+
+
+def test_benchmark_writes_table_plot_and_json(tmp_path, capsys):
+    out = tmp_path / "docs"
+    code, err = _run(["benchmark", "--methods", "standard", "madry:steps=2",
+                      "--epochs", "1", "--n-examples", "16", "--out", str(out)], capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert list(rows) == ["standard", "madry:steps=2"]
+    assert rows["standard"]["training_time_ratio"] == 1.0
+    for row in rows.values():
+        assert row["robust_accuracy"] <= row["suite_accuracy"] <= row["clean_accuracy"]
+    table = (out / "results.md").read_text()
+    assert "| `madry:steps=2` |" in table
+    assert "keras-advreg benchmark --methods standard madry:steps=2" in table
+    assert (out / "robustness_curves.png").stat().st_size > 0
+
+
+def test_benchmark_rejects_unknown_method_before_training(tmp_path, capsys):
+    code, err = _run(["benchmark", "--methods", "standard", "magic", "--out",
+                      str(tmp_path / "d")], capsys)
+    assert code == 2 and "magic" in err and not (tmp_path / "d").exists()

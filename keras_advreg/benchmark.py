@@ -1,0 +1,222 @@
+"""The methods table: every defense trained and attacked under the same conditions.
+
+`keras-advreg benchmark --dataset digits` trains each method with the same
+architecture, seed and epochs, evaluates each with the standard suite, and
+writes `results.md` (the table, the command, the versions), `results.json` and
+`robustness_curves.png` (every method's curve in one plot).
+"""
+
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_advreg import AdvRegModel, architectures, data, evaluation, methods
+
+DEFAULT_METHODS = (
+    "standard", "madry", "fast_at", "trades", "arr",
+    "gradient_regularization:penalty=double_backprop,lam=0.1",
+    "gradient_regularization:penalty=double_backprop,lam=1",
+    "gradient_regularization:penalty=finite_difference,lam=0.1",
+    "gradient_regularization:penalty=finite_difference,lam=1",
+    "hybrid:penalty=double_backprop", "hybrid:penalty=finite_difference", "gfa")
+
+
+def parse_spec(spec):
+    """("name", {kwargs}) from "name" or "name:key=value,key=value"."""
+    name, _, arguments = spec.partition(":")
+    if name not in methods.METHODS:
+        raise ValueError(f"unknown method {name!r} in {spec!r}; allowed: "
+                         f"{sorted(methods.METHODS)}.")
+    kwargs = {}
+    for item in filter(None, arguments.split(",")):
+        key, _, value = item.partition("=")
+        for kind in (int, float, str):
+            try:
+                kwargs[key] = kind(value)
+                break
+            except ValueError:
+                continue
+    return name, kwargs
+
+
+def objective_of(spec, epsilon, norm):
+    """The objective of a method spec, at the benchmark's epsilon and norm."""
+    name, kwargs = parse_spec(spec)
+    recipe = methods.METHODS[name]
+    accepted = inspect.signature(recipe).parameters
+    for key, value in (("epsilon", epsilon), ("norm", norm)):
+        if key in accepted:
+            kwargs.setdefault(key, value)
+    return recipe(**kwargs)
+
+
+def _train(spec, dataset, args):
+    """Trains one method; returns (base model, wall time of fit in seconds)."""
+    keras.utils.set_random_seed(args.seed)
+    base = architectures.small_cnn(dataset.input_shape, dataset.num_classes)
+    model = AdvRegModel(base, objective_of(spec, args.epsilon, args.norm), seed=args.seed)
+    model.compile(keras.optimizers.Adam(args.lr),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
+                                   shuffle=True, seed=args.seed)
+    progress = _EpochBar(spec, args.epochs)
+    start = time.perf_counter()
+    model.fit(train_data, epochs=args.epochs, shuffle=False, verbose=0, callbacks=[progress])
+    return base, time.perf_counter() - start
+
+
+class _EpochBar(keras.callbacks.Callback):
+    """One progress bar per model, advanced per epoch."""
+
+    def __init__(self, title, epochs):
+        super().__init__()
+        print(f"\n{title}", flush=True)
+        self.bar = keras.utils.Progbar(epochs, unit_name="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.update(epoch + 1, [("loss", (logs or {}).get("loss", np.nan))])
+
+
+def _row(report, fit_seconds, plain_seconds):
+    curve = {round(point["epsilon"], 10): point["accuracy"] for point in report.curve}
+    improvement = report.improvement_ratio or {}
+    return {
+        "clean_accuracy": report.clean_accuracy,
+        "pgd20_accuracy": curve.get(round(report.epsilon, 10)),
+        "suite_accuracy": report.suite_accuracy,
+        "robust_accuracy": report.robust_accuracy,
+        "mean_minimal_distance": report.mean_minimal_distance,
+        "mean_input_gradient_norm": report.gradient_norms["cross_entropy"]["mean_l2"],
+        "improvement_ratio": (improvement.get("ratio") if isinstance(improvement, dict)
+                              else improvement),
+        "training_time_ratio": fit_seconds / plain_seconds,
+        "masking_suspected": report.masking_suspected,
+        "curve": report.curve,
+    }
+
+
+def run(args):
+    """Runs the benchmark; writes results.md, results.json and robustness_curves.png."""
+    dataset = data.load_dataset(args.dataset)
+    specs = list(args.methods)
+    for spec in specs:  # every spec is valid before anything trains
+        objective_of(spec, args.epsilon, args.norm)
+    if specs[0] != "standard":
+        raise ValueError("the first method must be 'standard': it is the baseline of the "
+                         "improvement and training-time ratios.")
+    start = time.perf_counter()
+    rows, baseline, plain_seconds = {}, None, None
+    for spec in specs:
+        base, seconds = _train(spec, dataset, args)
+        plain_seconds = plain_seconds or seconds
+        report = evaluation.evaluate_robustness(
+            base, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
+            suite="standard", n_examples=args.n_examples, seed=args.seed, baseline=baseline,
+            progress=False)
+        baseline = baseline or report
+        rows[spec] = _row(report, seconds, plain_seconds)
+        print(f"  clean {rows[spec]['clean_accuracy']:.3f}  PGD-20 "
+              f"{rows[spec]['pgd20_accuracy']:.3f}  suite {rows[spec]['suite_accuracy']:.3f}",
+              flush=True)
+    wall = time.perf_counter() - start
+    os.makedirs(args.out, exist_ok=True)
+    _plot(rows, args, os.path.join(args.out, "robustness_curves.png"))
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"rows": rows, "wall_time_s": wall, "settings": _settings(args)}, f, indent=2)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(markdown(rows, args, wall))
+    print(f"\nWrote {args.out}/results.md, results.json, robustness_curves.png "
+          f"({wall / 60:.1f} min)")
+    return rows
+
+
+def _settings(args):
+    import tensorflow as tf
+
+    from keras_advreg import __version__
+    return {"dataset": args.dataset, "epsilon": args.epsilon, "norm": args.norm,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "seed": args.seed, "n_examples": args.n_examples, "architecture": "small_cnn",
+            "command": getattr(args, "command_line", "keras-advreg " + " ".join(sys.argv[1:])),
+            "versions": {"keras_advreg": __version__, "keras": keras.__version__,
+                         "tensorflow": tf.__version__, "python": platform.python_version()}}
+
+
+def _format(value, digits=3):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows, args, wall_seconds):
+    """The results table as Markdown."""
+    settings = _settings(args)
+    lines = [
+        f"# Methods on {args.dataset}, epsilon {args.epsilon} ({args.norm})", "",
+        f"Same architecture (small CNN), seed {args.seed}, {args.epochs} epochs, Adam "
+        f"{args.lr}, batch {args.batch_size}; each model attacked with the standard suite "
+        f"(APGD-CE, APGD-T, Square) on {args.n_examples or 'all'} test examples. "
+        f"Wall time {wall_seconds / 60:.1f} min on this machine.", "",
+        "| method | clean | PGD-20 | suite | robust (worst case) | mean min. distance | "
+        "mean ‖∇x ℓ‖₂ | improvement ratio | training time / standard | masking? |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for spec, row in rows.items():
+        lines.append(
+            f"| `{spec}` | {_format(row['clean_accuracy'])} | {_format(row['pgd20_accuracy'])} "
+            f"| {_format(row['suite_accuracy'])} | {_format(row['robust_accuracy'])} "
+            f"| {_format(row['mean_minimal_distance'])} "
+            f"| {_format(row['mean_input_gradient_norm'])} "
+            f"| {_format(row['improvement_ratio'], 2)} "
+            f"| {_format(row['training_time_ratio'], 2)} "
+            f"| {'yes' if row['masking_suspected'] else 'no'} |")
+    lines += ["", "![robustness curves](robustness_curves.png)", "",
+              f"Command: `{settings['command']}`", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()),
+              ""]
+    return "\n".join(lines)
+
+
+def _plot(rows, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for spec, row in rows.items():
+        points = sorted((p["epsilon"], p["accuracy"]) for p in row["curve"])
+        axes.plot(*zip(*points), marker="o", markersize=3, label=spec)
+    axes.axvline(args.epsilon, color="gray", linestyle=":", linewidth=1)
+    axes.set_xlabel(f"epsilon ({args.norm})")
+    axes.set_ylabel("PGD-20 accuracy")
+    axes.set_title(f"Robustness curves on {args.dataset}")
+    axes.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+
+
+def add_parser(commands):
+    """Adds the `benchmark` subcommand to the CLI's subparsers."""
+    parser = commands.add_parser(
+        "benchmark", help="train and attack every method under the same conditions",
+        description="Train each method with the same model, seed and epochs, attack each "
+                    "with the standard suite; write results.md, results.json and "
+                    "robustness_curves.png.")
+    parser.add_argument("--dataset", default="digits", help="dataset (default: digits)")
+    parser.add_argument("--epsilon", type=float, default=0.1, help="radius (default: 0.1)")
+    parser.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per method (default: 10)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--n-examples", type=int, default=200,
+                        help="test examples attacked per model (default: 200)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="method specs, 'name' or 'name:key=value,...'; the first must "
+                             "be standard (default: all, with both penalties and lambdas)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="docs", help="output folder (default: docs)")
+    return parser
