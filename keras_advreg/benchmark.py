@@ -77,7 +77,7 @@ class _EpochBar(keras.callbacks.Callback):
     def __init__(self, title, epochs):
         super().__init__()
         print(f"\n{title}", flush=True)
-        self.bar = keras.utils.Progbar(epochs, unit_name="epoch")
+        self.bar = keras.utils.Progbar(epochs, unit_name="epoch", stateful_metrics=["loss"])
 
     def on_epoch_end(self, epoch, logs=None):
         self.bar.update(epoch + 1, [("loss", (logs or {}).get("loss", np.nan))])
