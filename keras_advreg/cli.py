@@ -35,7 +35,7 @@ _METHOD_FLAGS = [
 
 
 def _build_parser():
-    from keras_advreg import architectures, benchmark, data, methods
+    from keras_advreg import architectures, benchmark, data, methods, sweep
 
     parser = argparse.ArgumentParser(
         prog="keras-advreg", description="Adversarial training and honest robustness evaluation "
@@ -117,6 +117,7 @@ def _build_parser():
                                "for files you trust")
     evaluate.add_argument("--out", required=True, help="output folder")
     benchmark.add_parser(commands)
+    sweep.add_parser(commands)
     return parser
 
 
@@ -333,7 +334,15 @@ def run_benchmark(args):
     benchmark.run(args)
 
 
-_COMMANDS = {"train": train, "evaluate": evaluate, "benchmark": run_benchmark}
+def run_sweep(args):
+    """Grid search of one method argument on a held-out part of the training data."""
+    from keras_advreg import sweep
+
+    sweep.run(args)
+
+
+_COMMANDS = {"train": train, "evaluate": evaluate, "benchmark": run_benchmark,
+             "sweep": run_sweep}
 
 
 def main(argv=None):

@@ -221,3 +221,14 @@ def test_benchmark_rejects_unknown_method_before_training(tmp_path, capsys):
     code, err = _run(["benchmark", "--methods", "standard", "magic", "--out",
                       str(tmp_path / "d")], capsys)
     assert code == 2 and "magic" in err and not (tmp_path / "d").exists()
+
+
+def test_sweep_command_picks_a_value(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code, err = _run(["sweep", "--method", "arr", "--parameter", "lam", "--values", "0.5", "2",
+                      "--epochs", "1", "--arch", "mlp", "--n-examples", "30", "--suite", "fast",
+                      "--out", str(out)], capsys)
+    assert code == 0, err
+    result = json.loads((out / "sweep.json").read_text())
+    assert result["best_value"] in (0.5, 2.0)
+    assert (out / "sweep.md").read_text().count("chosen") >= 1
