@@ -24,6 +24,9 @@ DEFAULT_METHODS = (
     "gradient_regularization:penalty=double_backprop,lam=1",
     "gradient_regularization:penalty=finite_difference,lam=0.1",
     "gradient_regularization:penalty=finite_difference,lam=1",
+    # Finlay & Oberman's own setting: squared l2, whatever the attack's norm.
+    "gradient_regularization:norm=l2,penalty=double_backprop,lam=1",
+    "gradient_regularization:norm=l2,penalty=finite_difference,lam=1",
     "hybrid:penalty=double_backprop", "hybrid:penalty=finite_difference", "gfa")
 
 
@@ -97,6 +100,7 @@ def _row(report, fit_seconds, plain_seconds):
                               else improvement),
         "training_time_ratio": fit_seconds / plain_seconds,
         "masking_suspected": report.masking_suspected,
+        "n_examples": report.n_examples,
         "curve": report.curve,
     }
 
@@ -173,11 +177,75 @@ def markdown(rows, args, wall_seconds):
             f"| {_format(row['improvement_ratio'], 2)} "
             f"| {_format(row['training_time_ratio'], 2)} "
             f"| {'yes' if row['masking_suspected'] else 'no'} |")
-    lines += ["", "![robustness curves](robustness_curves.png)", "",
+    n_examples = rows[next(iter(rows))]["n_examples"]
+    lines += ["", "## Against the papers' claims", "", *findings(rows, n_examples), "",
+              "![robustness curves](robustness_curves.png)", "",
               f"Command: `{settings['command']}`", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()),
               ""]
     return "\n".join(lines)
+
+
+def _verdict(held):
+    return "**held**" if held else "**did not hold**"
+
+
+def _gain(better, worse, margin):
+    """Whether `better` beat `worse` by more than `margin` (two standard errors)."""
+    if better - worse > margin:
+        return "**held**"
+    if worse - better > margin:
+        return "**did not hold** (reversed)"
+    return f"**not resolved** (difference within ±{margin:.3f}, two standard errors)"
+
+
+def findings(rows, n_examples):
+    """Plain statements of which papers' claims the numbers reproduce.
+
+    A claimed gain counts only beyond two standard errors of the difference
+    of two accuracies measured on `n_examples` examples.
+    """
+    suite = {spec: row["suite_accuracy"] for spec, row in rows.items()}
+    p = float(np.mean(list(suite.values())))
+    margin = 2 * np.sqrt(2 * p * (1 - p) / n_examples)
+    lines = [f"Accuracies are on {n_examples} examples: a difference of two accuracies "
+             f"near {p:.2f} has a standard error of about {margin / 2:.3f}.", ""]
+    if {"madry", "trades"} <= rows.keys():
+        lines.append(f"- TRADES above Madry PGD-AT in robust accuracy (Zhang et al.): "
+                     f"{suite['trades']:.3f} vs {suite['madry']:.3f}, "
+                     f"{_gain(suite['trades'], suite['madry'], margin)}.")
+    if {"madry", "fast_at"} <= rows.keys():
+        gap = suite["madry"] - suite["fast_at"]
+        lines.append(f"- Fast AT as robust as PGD-AT (Wong et al.): {suite['fast_at']:.3f} vs "
+                     f"{suite['madry']:.3f} ({gap:+.3f} for PGD-AT), "
+                     f"{_verdict(gap <= margin)} (no worse beyond two standard errors).")
+    hybrids = [spec for spec in rows if spec.startswith("hybrid")]
+    if "madry" in rows and hybrids:
+        for spec in hybrids:
+            lines.append(f"- The hybrid's gain over PGD-AT (the hybrid paper), `{spec}`: "
+                         f"{suite[spec]:.3f} vs {suite['madry']:.3f}, "
+                         f"{_gain(suite[spec], suite['madry'], margin)}.")
+    if {"standard", "gfa"} <= rows.keys():
+        ratio = rows["gfa"]["mean_minimal_distance"] / rows["standard"]["mean_minimal_distance"]
+        lines.append(f"- GFA's 20-30x larger DeepFool distances (its abstract): "
+                     f"{ratio:.2f}x the standard model's, {_verdict(ratio >= 20)}; its suite "
+                     f"accuracy {suite['gfa']:.3f} vs PGD-AT's {suite.get('madry', float('nan')):.3f}. "
+                     f"Our GFA is a reconstruction from the abstract.")
+    pairs = [(spec, spec.replace("double_backprop", "finite_difference")) for spec in rows
+             if "gradient_regularization" in spec and "double_backprop" in spec]
+    for exact, cheap in pairs:
+        if cheap in rows:
+            gap = abs(suite[exact] - suite[cheap])
+            lines.append(f"- Finite differences as robust as double backprop (Finlay & "
+                         f"Oberman), `{exact.split(':')[1]}`: {suite[cheap]:.3f} vs "
+                         f"{suite[exact]:.3f}, {_verdict(gap <= margin)} (within two "
+                         f"standard errors).")
+    if {"standard", "arr"} <= rows.keys():
+        drop = rows["standard"]["clean_accuracy"] - rows["arr"]["clean_accuracy"]
+        lines.append(f"- ARR raises robustness without hurting clean accuracy: suite "
+                     f"{suite['arr']:.3f} vs {suite['standard']:.3f}, clean drop {drop:+.3f}, "
+                     f"{_verdict(suite['arr'] - suite['standard'] > margin and drop <= 0.02)}.")
+    return lines or ["- (no method pairs to compare)"]
 
 
 def _plot(rows, args, path):

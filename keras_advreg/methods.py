@@ -10,6 +10,7 @@ from keras_advreg.attacks import FGSM, PGD
 from keras_advreg.objectives import AdversarialLoss, CleanLoss, MixedBatchLoss, OutputDivergence
 from keras_advreg.objectives import (FiniteDifferencePenalty, GradAlign, GradientFeatureAlignment,
                                     InputGradientPenalty)
+from keras_advreg.nsl import from_nsl_config  # noqa: F401  (re-export)
 
 
 def standard():

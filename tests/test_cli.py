@@ -232,3 +232,19 @@ def test_sweep_command_picks_a_value(tmp_path, capsys):
     result = json.loads((out / "sweep.json").read_text())
     assert result["best_value"] in (0.5, 2.0)
     assert (out / "sweep.md").read_text().count("chosen") >= 1
+
+
+def test_benchmark_findings_need_more_than_sampling_error():
+    from keras_advreg import benchmark
+
+    def row(suite, clean=0.9, distance=0.1):
+        return {"suite_accuracy": suite, "clean_accuracy": clean,
+                "mean_minimal_distance": distance}
+
+    rows = {"standard": row(0.50), "madry": row(0.70), "trades": row(0.72),
+            "hybrid": row(0.95), "gfa": row(0.6, distance=3.0)}
+    text = "\n".join(benchmark.findings(rows, n_examples=400))
+    assert "TRADES above Madry PGD-AT in robust accuracy (Zhang et al.): 0.720 vs 0.700, " \
+           "**not resolved**" in text
+    assert "`hybrid`: 0.950 vs 0.700, **held**" in text
+    assert "30.00x the standard model's, **held**" in text
