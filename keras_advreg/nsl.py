@@ -28,11 +28,10 @@ order; NSL's loss is `labeled_loss + multiplier * adversarial_loss`, i.e.
 import math
 import numbers
 
-import tensorflow as tf
 
 from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD, geometry
-from keras_advreg.attacks.base import ATTACK_LOSSES, loss_gradient, register
+from keras_advreg.attacks.base import register
 from keras_advreg.objectives import AdversarialLoss, CleanLoss
 
 # NSL does not clip when clip_value_min/max is None; keras_advreg attacks always
@@ -63,20 +62,10 @@ class NSLPGD(PGD):
         super().__init__(**kwargs)
         self.start_radius = checks.number("start_radius", start_radius, strict=True)
 
-    def _run(self, model, x, y, reference, epsilon, step_size, seed):
-        loss_fn = ATTACK_LOSSES[self.loss]
-        direction = -1.0 if self.targeted else 1.0
+    def _start(self, model, x, epsilon, seed):
         radius = self.start_radius * (epsilon / self.epsilon)  # follows epsilon ramps
-        x_adv = self.project(geometry.random_start(x, radius, self.norm, "uniform", seed),
-                             x, epsilon)
-
-        def step(i, x_adv):
-            _, _, gradient = loss_gradient(model, x_adv, y, loss_fn, reference)
-            x_adv = x_adv + direction * step_size * geometry.steepest_ascent(gradient, self.norm)
-            return i + 1, self.project(x_adv, x, epsilon)
-
-        _, x_adv = tf.while_loop(lambda i, _: i < self.steps, step, (tf.constant(0), x_adv))
-        return x_adv
+        return self.project(geometry.random_start(x, radius, self.norm, "uniform", seed),
+                            x, epsilon)
 
     def get_config(self):
         config = super().get_config()

@@ -83,16 +83,19 @@ class PGD(Attack):
             best = self._keep_worst(best, x_adv, model, y, reference)
         return best[0]
 
+    def _start(self, model, x, epsilon, seed):
+        """The first iterate: `x`, or a random point of the ball."""
+        if not self.random_start:
+            return x
+        start = geometry.random_start(x, epsilon, self.norm, _RANDOM_STARTS[self.random_start],
+                                      seed, normal_std=_NORMAL_START_STD.get(
+                                          model.compute_dtype, 0.001))
+        return self.project(start, x, epsilon)
+
     def _run(self, model, x, y, reference, epsilon, step_size, seed):
         loss_fn = ATTACK_LOSSES[self.loss]
         direction = -1.0 if self.targeted else 1.0
-        x_adv = x
-        if self.random_start:
-            start = geometry.random_start(x, epsilon, self.norm,
-                                          _RANDOM_STARTS[self.random_start], seed,
-                                          normal_std=_NORMAL_START_STD.get(model.compute_dtype,
-                                                                           0.001))
-            x_adv = self.project(start, x, epsilon)
+        x_adv = self._start(model, x, epsilon, seed)
 
         def step(i, x_adv):
             _, _, gradient = loss_gradient(model, x_adv, y, loss_fn, reference)
