@@ -28,7 +28,6 @@ order; NSL's loss is `labeled_loss + multiplier * adversarial_loss`, i.e.
 import math
 import numbers
 
-
 from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD, geometry
 from keras_advreg.attacks.base import register
