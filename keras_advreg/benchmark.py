@@ -178,7 +178,14 @@ def markdown(rows, args, wall_seconds):
             f"| {_format(row['training_time_ratio'], 2)} "
             f"| {'yes' if row['masking_suspected'] else 'no'} |")
     n_examples = rows[next(iter(rows))]["n_examples"]
-    lines += ["", "## Against the papers' claims", "", *findings(rows, n_examples), "",
+    lines += ["", "Notes: `gradient_regularization` penalizes the dual norm of the threat "
+              "model's, so at linf it is the squared l1 norm of the input gradient, about n "
+              "times (n = input size) the squared l2 norm of Finlay & Oberman's default: the "
+              "same lambda is a much stronger penalty (their linf lambda equals ours times "
+              "n). The `norm=l2` rows use their setting. Training-time ratios are wall times "
+              "of `fit`, tracing included, on a shared machine; `benchmarks/step_cost.py` "
+              "measures per-step ratios.",
+              "", "## Against the papers' claims", "", *findings(rows, n_examples), "",
               "![robustness curves](robustness_curves.png)", "",
               f"Command: `{settings['command']}`", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()),
@@ -253,15 +260,17 @@ def _plot(rows, args, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for spec, row in rows.items():
+    figure, axes = plt.subplots(figsize=(10, 5))
+    colors = plt.get_cmap("tab20").colors  # one distinct color per method
+    for index, (spec, row) in enumerate(rows.items()):
         points = sorted((p["epsilon"], p["accuracy"]) for p in row["curve"])
-        axes.plot(*zip(*points), marker="o", markersize=3, label=spec)
+        axes.plot(*zip(*points), marker="osD^v<>"[index % 7], markersize=3,
+                  color=colors[index % len(colors)], label=spec)
     axes.axvline(args.epsilon, color="gray", linestyle=":", linewidth=1)
     axes.set_xlabel(f"epsilon ({args.norm})")
     axes.set_ylabel("PGD-20 accuracy")
     axes.set_title(f"Robustness curves on {args.dataset}")
-    axes.legend(fontsize=6)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=150)
     plt.close(figure)
