@@ -316,7 +316,10 @@ def test_mirrored_strategy_matches_single_device(method):
         return base.get_weights(), history.history
 
     single_weights, single_logs = run(tf.distribute.get_strategy())
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduction through one device, not collective ops: collective instance keys of
+    # strategies built by earlier tests in this process would collide with ours.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     assert strategy.num_replicas_in_sync == 2
     mirrored_weights, mirrored_logs = run(strategy)
     for a, b, w0 in zip(single_weights, mirrored_weights, init_weights):
