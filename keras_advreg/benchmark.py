@@ -16,7 +16,8 @@ import time
 import keras
 import numpy as np
 
-from keras_advreg import AdvRegModel, architectures, data, evaluation, methods
+from keras_advreg import data, evaluation, methods
+from keras_advreg.training import build_classifier
 
 DEFAULT_METHODS = (
     "standard", "madry", "fast_at", "trades", "arr",
@@ -62,10 +63,9 @@ def objective_of(spec, epsilon, norm):
 def _train(spec, dataset, args):
     """Trains one method; returns (base model, wall time of fit in seconds)."""
     keras.utils.set_random_seed(args.seed)
-    base = architectures.small_cnn(dataset.input_shape, dataset.num_classes)
-    model = AdvRegModel(base, objective_of(spec, args.epsilon, args.norm), seed=args.seed)
-    model.compile(keras.optimizers.Adam(args.lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    objective = objective_of(spec, args.epsilon, args.norm)
+    base, model = build_classifier("small_cnn", dataset, objective, seed=args.seed,
+                                   optimizer=keras.optimizers.Adam(args.lr))
     train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
                                    shuffle=True, seed=args.seed)
     progress = _EpochBar(spec, args.epochs)

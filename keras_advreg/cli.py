@@ -242,11 +242,9 @@ def _build_model(args, dataset, objective):
     """The base model and the compiled AdvRegModel (inside the strategy's scope)."""
     import keras
 
-    from keras_advreg import AdvRegModel, architectures, schedules
+    from keras_advreg import schedules
+    from keras_advreg.training import build_classifier
 
-    base = architectures.ARCHITECTURES[args.arch](dataset.input_shape, dataset.num_classes,
-                                                  activation=args.activation)
-    model = AdvRegModel(base, objective, seed=args.seed)
     learning_rate = args.lr
     if args.lr_schedule == "cyclic":
         steps_per_epoch = -(-len(dataset.x_train) // args.batch_size)
@@ -254,10 +252,8 @@ def _build_model(args, dataset, objective):
             max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, mode="triangular")
     optimizer = (keras.optimizers.SGD(learning_rate, momentum=0.9) if args.optimizer == "sgd"
                  else keras.optimizers.Adam(learning_rate))
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=args.jit)
-    return base, model
+    return build_classifier(args.arch, dataset, objective, seed=args.seed, optimizer=optimizer,
+                            activation=args.activation, jit_compile=args.jit)
 
 
 def _callbacks(args, model):

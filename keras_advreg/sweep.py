@@ -218,16 +218,9 @@ def _select(rows):
 
 def _build(arch, dataset, objective, seed):
     """The base model and the compiled `AdvRegModel`, as `keras-advreg train` builds them."""
-    import keras
+    from keras_advreg.training import build_classifier
 
-    from keras_advreg import AdvRegModel, architectures
-
-    base = architectures.ARCHITECTURES[arch](dataset.input_shape, dataset.num_classes)
-    model = AdvRegModel(base, objective, seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return base, model
+    return build_classifier(arch, dataset, objective, seed=seed)
 
 
 def _fit(model, x, y, *, batch_size, epochs, seed):
