@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg.attacks.losses import sparse_labels
 
 _SAMPLE = 64  # examples run through the model to read its outputs
 
@@ -29,6 +28,41 @@ def _arrays(x, y, argument):
     return None, None  # generators, PyDatasets, dicts: left to Keras
 
 
+def check_finite(x, argument="x"):
+    """Raises if the inputs hold NaN or infinite values."""
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{argument}` contains NaN or infinite inputs.")
+
+
+def check_box(x, box, argument="x", tolerance=0.0):
+    """Raises if the inputs leave `box = (clip_min, clip_max)` by more than `tolerance`."""
+    if x.size and (x.min() < box[0] - tolerance or x.max() > box[1] + tolerance):
+        raise ValueError(
+            f"`{argument}` must lie in [clip_min, clip_max] = [{box[0]}, {box[1]}] "
+            f"(scale inputs to [0, 1]; put normalization inside the model), "
+            f"got values in [{x.min()}, {x.max()}].")
+
+
+def checked_labels(y, num_classes, argument="y"):
+    """Int32 class indices from sparse or one-hot labels, checked against the model.
+
+    Raises if one-hot labels have another class count than the model's outputs,
+    or if sparse labels are not integers in `[0, num_classes)`.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        if y.shape[1] != num_classes:
+            raise ValueError(f"Labels of `{argument}` are one-hot with {y.shape[1]} classes, but "
+                             f"the model outputs {num_classes} logits.")
+        return np.argmax(y, axis=1).astype(np.int32)
+    y = y.reshape(-1)
+    if y.size and (not np.all(np.mod(y, 1) == 0) or y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"Labels of `{argument}` must be class indices in [0, {num_classes}) for a model "
+            f"with {num_classes} outputs, got labels in [{y.min()}, {y.max()}].")
+    return y.astype(np.int32)
+
+
 def check_data(model, x, y, box=None, argument="x"):
     """Raises a `ValueError` if the data cannot be trained or attacked as given.
 
@@ -44,20 +78,11 @@ def check_data(model, x, y, box=None, argument="x"):
     x, y = _arrays(x, y, argument)
     if x is None or not np.issubdtype(x.dtype, np.number):
         return
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"`{argument}` contains NaN or infinite inputs.")
-    if box is not None and x.size and (x.min() < box[0] or x.max() > box[1]):
-        raise ValueError(
-            f"`{argument}` must lie in [clip_min, clip_max] = [{box[0]}, {box[1]}] "
-            f"(scale inputs to [0, 1]; put normalization inside the model), "
-            f"got values in [{x.min()}, {x.max()}].")
+    check_finite(x, argument)
+    if box is not None:
+        check_box(x, box, argument)
     outputs = np.asarray(model(x[:_SAMPLE], training=False), dtype=np.float64)
-    num_classes = outputs.shape[-1]
-    labels = np.asarray(sparse_labels(y, num_classes)) if y.size else y
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"Labels of `{argument}` must lie in [0, {num_classes}) for a model with "
-            f"{num_classes} outputs, got labels in [{labels.min()}, {labels.max()}].")
+    checked_labels(y, outputs.shape[-1], argument)
     looks_like_probabilities = (outputs.min() >= 0 and outputs.max() <= 1
                                 and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
     if looks_like_probabilities:

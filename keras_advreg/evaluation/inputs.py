@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import checks, data_checks
 
 
 def as_arrays(data, n_examples=None):
@@ -40,27 +40,5 @@ def as_arrays(data, n_examples=None):
             raise ValueError(f"`n_examples`={n_examples} is larger than the data ({len(x)} examples).")
         x, y = x[:n_examples], y[:n_examples]
     x = x.astype(np.float32)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("The inputs contain NaN or infinite values; clean the data first.")
+    data_checks.check_finite(x, "data")
     return x, y
-
-
-def sparse_labels(y, num_classes):
-    """Checks labels against the model's class count and returns int32 class indices."""
-    if y.ndim == 2 and y.shape[1] > 1:
-        if y.shape[1] != num_classes:
-            raise ValueError(f"The labels are one-hot with {y.shape[1]} classes but the model "
-                             f"outputs {num_classes} logits.")
-        return np.argmax(y, axis=1).astype(np.int32)
-    y = y.reshape(-1)
-    if not np.all(np.equal(np.mod(y, 1), 0)) or y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"The labels must be class indices in [0, {num_classes}) to match the "
-                         f"model's {num_classes} outputs, got range [{y.min()}, {y.max()}].")
-    return y.astype(np.int32)
-
-
-def check_box(x, clip_min=0.0, clip_max=1.0):
-    """Inputs must lie in the attack box; normalization belongs inside the model."""
-    if x.min() < clip_min - 1e-6 or x.max() > clip_max + 1e-6:
-        raise ValueError(f"The inputs must lie in [{clip_min}, {clip_max}] (got "
-                         f"[{x.min():.3g}, {x.max():.3g}]); put any normalization inside the model.")

@@ -6,7 +6,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_advreg import checks
+from keras_advreg import checks, data_checks
 from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
 from keras_advreg.evaluation import curves, inputs
@@ -199,7 +199,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
     baseline = _baseline_dict(baseline)
     x, y_raw = inputs.as_arrays(data, n_examples)
-    inputs.check_box(x, *clip)
+    data_checks.check_box(x, clip, "data", tolerance=1e-6)
     keras.utils.set_random_seed(seed)
 
     runner = Runner(model, x.shape[1:], batch_size)
@@ -207,7 +207,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     logits = runner.logits(x)
     if logits.ndim != 2:
         raise ValueError(f"The model must output logits of shape (batch, classes), got {logits.shape}.")
-    y = inputs.sparse_labels(y_raw, logits.shape[1])
+    y = data_checks.checked_labels(y_raw, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
 
     n_stages = (len(attacks) + len(grid) + (epsilon not in grid) + 1 + 3 + 2 + hessian
