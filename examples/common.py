@@ -186,15 +186,9 @@ def _build(recipe, ds, epochs, steps_per_epoch, seed):
     """The base model and the compiled AdvRegModel (call under the strategy's scope)."""
     import keras
 
-    from keras_advreg import AdvRegModel, architectures, methods, schedules
+    from keras_advreg import methods, schedules
+    from keras_advreg.training import build_classifier
 
-    base = architectures.ARCHITECTURES[recipe.arch](ds.input_shape, ds.num_classes,
-                                                    **recipe.arch_kwargs)
-    if recipe.weight_decay:
-        # PyTorch SGD(weight_decay=wd) == gradient + wd * w == loss + (wd / 2) ||w||^2.
-        for variable in base.trainable_variables:
-            variable.regularizer = keras.regularizers.L2(recipe.weight_decay / 2)
-    model = AdvRegModel(base, methods.METHODS[recipe.method](**recipe.method_kwargs), seed=seed)
     total = epochs * steps_per_epoch
     if recipe.schedule == "cyclic":
         lr = schedules.CyclicLearningRate(recipe.lr, total_steps=total, mode="triangular",
@@ -207,10 +201,9 @@ def _build(recipe, ds, epochs, steps_per_epoch, seed):
         lr = recipe.lr
     optimizer = (keras.optimizers.SGD(lr, momentum=0.9) if recipe.optimizer == "sgd"
                  else keras.optimizers.Adam(lr))
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return base, model
+    return build_classifier(recipe.arch, ds, methods.METHODS[recipe.method](**recipe.method_kwargs),
+                            seed=seed, optimizer=optimizer, weight_decay=recipe.weight_decay,
+                            **recipe.arch_kwargs)
 
 
 def _callbacks(recipe, x_train, y_train):

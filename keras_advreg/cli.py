@@ -253,7 +253,7 @@ def _build_model(args, dataset, objective):
     optimizer = (keras.optimizers.SGD(learning_rate, momentum=0.9) if args.optimizer == "sgd"
                  else keras.optimizers.Adam(learning_rate))
     return build_classifier(args.arch, dataset, objective, seed=args.seed, optimizer=optimizer,
-                            activation=args.activation, jit_compile=args.jit)
+                            jit_compile=args.jit, activation=args.activation)
 
 
 def _callbacks(args, model):
