@@ -35,16 +35,19 @@ _METHOD_FLAGS = [
 
 
 def _build_parser():
-    from keras_advreg import architectures, benchmark, data, methods, sweep
+    from keras_advreg import architectures, benchmark, data, methods, presets, sweep
 
     parser = argparse.ArgumentParser(
         prog="keras-advreg", description="Adversarial training and honest robustness evaluation "
                                          "for Keras models.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a robust model",
-                                description="Train a model with an adversarial objective; writes "
-                                            "model.keras (the base model), config.json, history.json.")
+    train = commands.add_parser(
+        "train", help="train a robust model",
+        description="Train a model with an adversarial objective; writes model.keras (the base "
+                    "model), config.json, history.json.",
+        epilog=f"Dataset presets (the literature's threat model and a recipe that trains; "
+               f"each value applies when its flag is not given): {presets.describe()}.")
     train.add_argument("--dataset", default="digits",
                        help=f"one of {', '.join(data.DATASETS)}, or a .npz file with x_train, "
                             f"y_train, x_test, y_test (default: digits, embedded, no download)")
@@ -59,12 +62,24 @@ def _build_parser():
                        help="batch augmentation; auto: crop_flip for CIFAR, crop for SVHN, "
                             "none otherwise (default: auto)")
     train.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
-    train.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="training epochs (default: the dataset's preset, else 10)")
     train.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
-    train.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
-                       help="optimizer (default: adam; sgd uses momentum 0.9)")
-    train.add_argument("--lr", type=float, default=1e-3,
-                       help="learning rate, the peak of a cyclic schedule (default: 1e-3)")
+    train.add_argument("--optimizer", default=None, choices=["adam", "sgd"],
+                       help="optimizer (default: the dataset's preset, else adam; sgd uses "
+                            "momentum 0.9)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="learning rate, the peak of a cyclic schedule (default: the "
+                            "dataset's preset, else 1e-3)")
+    train.add_argument("--epsilon-warmup", type=int, default=None, metavar="EPOCHS",
+                       help="ramp every attack's epsilon (and step) linearly from 0 to full "
+                            "over the first EPOCHS epochs (callbacks.EpsilonRamp); without it "
+                            "a large epsilon can collapse training to a constant prediction "
+                            "(default: the dataset's preset, at most half of --epochs, else 0)")
+    train.add_argument("--health-check", action=argparse.BooleanOptionalAction, default=True,
+                       help="watch for a collapse to chance, non-finite losses, catastrophic "
+                            "overfitting and a clean accuracy far below standard training's "
+                            "(callbacks.TrainingHealthMonitor; default: on)")
     train.add_argument("--lr-schedule", default="constant", choices=["constant", "cyclic"],
                        help="constant, or cyclic: a triangular cycle from 0 up to --lr and "
                             "back over the whole run (the hybrid paper's schedule)")
@@ -121,8 +136,12 @@ def _build_parser():
     return parser
 
 
-def _method_objective(args):
-    """The objective of `--method`, with the flags the user set, validated."""
+def _method_objective(args, preset=None):
+    """The objective of `--method`, with the flags the user set, validated.
+
+    Returns `(objective, kwargs, filled)`: `filled` holds the method arguments
+    the dataset preset supplied (epsilon, and steps for multi-step methods).
+    """
     from keras_advreg import methods
 
     method = methods.METHODS[args.method]
@@ -136,7 +155,35 @@ def _method_objective(args):
             raise ValueError(f"{flag} does not apply to --method {args.method} "
                              f"(it takes: {', '.join(accepted) or 'no arguments'}).")
         kwargs[keyword] = value
-    return method(**kwargs), kwargs
+    filled = {}
+    preset = preset or {}
+    if "epsilon" in preset and "epsilon" in accepted and "epsilon" not in kwargs:
+        filled["epsilon"] = preset["epsilon"]
+    # Only methods that already attack with several steps (madry, trades, ...).
+    if ("attack_steps" in preset and "steps" in accepted and "steps" not in kwargs
+            and accepted["steps"].default > 1):
+        filled["steps"] = preset["attack_steps"]
+    return method(**kwargs, **filled), {**kwargs, **filled}, filled
+
+
+def _training_defaults(args):
+    """Fills --epochs, --optimizer, --lr, --epsilon-warmup from the dataset preset.
+
+    Returns `(preset, filled)`: the preset (empty for none) and what it set.
+    """
+    from keras_advreg import presets
+
+    preset = presets.DATASET_PRESETS.get(args.dataset, {})
+    filled = {}
+    for key in ("epochs", "optimizer", "lr", "epsilon_warmup"):
+        if getattr(args, key) is None:
+            value = preset.get(key, presets.GENERIC[key])
+            if key == "epsilon_warmup" and isinstance(args.epochs, int):
+                value = min(value, args.epochs // 2)
+            setattr(args, key, value)
+            if key in preset:
+                filled[key] = value
+    return preset, filled
 
 
 class _StagedOutput:
@@ -184,7 +231,12 @@ def train(args):
 
     from keras_advreg import checks, data, distribute, resume
 
+    preset, filled = _training_defaults(args)
     checks.integer("epochs", args.epochs)
+    checks.integer("epsilon_warmup", args.epsilon_warmup, minimum=0)
+    if args.epsilon_warmup > args.epochs:
+        raise ValueError(f"--epsilon-warmup {args.epsilon_warmup} must be at most --epochs "
+                         f"{args.epochs}: the epsilon would never reach its full value.")
     checks.integer("batch_size", args.batch_size)
     checks.number("lr", args.lr, strict=True)
     checks.integer("validation_examples", args.validation_examples, minimum=0)
@@ -193,7 +245,8 @@ def train(args):
     if args.jit and args.strategy != "default":
         raise ValueError("--jit works only with --strategy default: XLA compilation fails "
                          "under MirroredStrategy in TensorFlow 2.21.")
-    objective, method_kwargs = _method_objective(args)
+    objective, method_kwargs, method_filled = _method_objective(args, preset)
+    filled.update(method_filled)
     if (args.warmup_epochs or args.warmup_start) and len(objective) < 2:
         raise ValueError(f"--warmup-epochs/--warmup-start need a regularizer term; --method "
                          f"{args.method} has only {objective[0].name!r}.")
@@ -220,22 +273,31 @@ def train(args):
     with _StagedOutput(args.out) as staging:
         # All arrays are checked here; fit itself checks only the first batch.
         model.check_data(dataset.x_train, dataset.y_train, validation)
+        callbacks = _callbacks(args, model)
+        health = _health_monitor(args, dataset, objective, preset, validation)
+        callbacks += [health] if health else []
         # An interrupted run leaves its backup in --out; the same command resumes it.
         history = resume.resumable_fit(
             model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
             epochs=args.epochs, backup_dir=backup, seed=args.seed,
-            augment=augment and data.AUGMENTATIONS[augment], callbacks=_callbacks(args, model),
+            augment=augment and data.AUGMENTATIONS[augment], callbacks=callbacks,
             validation_data=_batched(data, validation, args.batch_size), verbose=args.verbose)
         if not chief:
             return
         base.save(os.path.join(staging, "model.keras"))
-        _write_json(os.path.join(staging, "history.json"), history)
+        problems = health.problems if health else []
+        _write_json(os.path.join(staging, "history.json"), {**history, "health": problems})
         _write_json(os.path.join(staging, "config.json"), {
             **vars(args),
             "method_arguments": method_kwargs,
+            "preset_defaults": filled,
+            "health": problems,
             "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
             "versions": _versions()})
     print(f"Wrote {os.path.join(args.out, 'model.keras')}, config.json, history.json")
+    for problem in problems:
+        print(f"keras-advreg train: WARNING: training problem at epoch {problem['epoch']}: "
+              f"{problem['kind']}: {problem['message']}", file=sys.stderr)
 
 
 def _build_model(args, dataset, objective):
@@ -257,15 +319,37 @@ def _build_model(args, dataset, objective):
 
 
 def _callbacks(args, model):
-    """The regularizer warm-up of the hybrid paper, when asked for."""
+    """The epsilon warm-up and the hybrid paper's regularizer warm-up, when asked for."""
     from keras_advreg import callbacks
 
-    if not (args.warmup_epochs or args.warmup_start):
-        return []
-    regularizer = model.objectives[-1]  # recipes list the base loss first
-    return [callbacks.LambdaWarmup(regularizer.name, target=regularizer.weight,
-                                   start_epoch=args.warmup_start,
-                                   ramp_epochs=args.warmup_epochs)]
+    chosen = []
+    if args.epsilon_warmup:
+        chosen.append(callbacks.EpsilonRamp(start_epoch=0, ramp_epochs=args.epsilon_warmup))
+    if args.warmup_epochs or args.warmup_start:
+        regularizer = model.objectives[-1]  # recipes list the base loss first
+        chosen.append(callbacks.LambdaWarmup(regularizer.name, target=regularizer.weight,
+                                             start_epoch=args.warmup_start,
+                                             ramp_epochs=args.warmup_epochs))
+    return chosen
+
+
+def _health_monitor(args, dataset, objective, preset, validation):
+    """The `TrainingHealthMonitor` of a run (None with --no-health-check).
+
+    Single-step methods (FGSM attacks) also get its PGD check of catastrophic
+    overfitting on up to 256 validation examples.
+    """
+    from keras_advreg import attacks, callbacks
+
+    if not args.health_check:
+        return None
+    pgd_check = {}
+    attack = getattr(objective[0], "attack", None)
+    if isinstance(attack, attacks.FGSM) and validation is not None:
+        pgd_check = {"x": validation[0][:256], "y": validation[1][:256],
+                     "epsilon": attack.epsilon}
+    return callbacks.TrainingHealthMonitor(
+        dataset.num_classes, reference_accuracy=preset.get("standard_accuracy"), **pgd_check)
 
 
 def _batched(data, arrays, batch_size):

