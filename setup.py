@@ -24,6 +24,7 @@ setup(
         "tensorflow-datasets>=4.9.9,<5",
         "scikit-learn>=1.5",  # ships the embedded 8x8 digits dataset
         "numpy>=1.26",
+        "scipy>=1.11",  # Wilson intervals of the results tables
         "matplotlib>=3.8",
     ],
     extras_require={

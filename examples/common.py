@@ -62,6 +62,10 @@ class Recipe:
     warmup: tuple = None             # (term, target, start_epoch, ramp_epochs) for LambdaWarmup
     guard: bool = False              # CatastrophicOverfittingGuard (Fast AT)
     notes: str = ""
+    # What the paper reports at full scale: {"clean", "robust", "attack", "source"}, and the
+    # tolerance (accuracy points) within which a full run here should land.
+    published: dict = None
+    tolerance: float = 0.05
 
 
 def parse_args(argv, doc, datasets=("cifar10",), add_arguments=None):
@@ -168,7 +172,25 @@ def _run(args, recipe, strategy):
     print(f"{dataset_name}: clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
           f"{report.robust_accuracy:.4f} at epsilon {recipe.eval_epsilon:.4g} "
           f"({recipe.eval_norm}); wrote {args.out}")
+    print(against_paper(recipe, report))
     return report
+
+
+def against_paper(recipe, report):
+    """One line: this run beside the paper's numbers, and whether it landed within tolerance.
+
+    Our robust accuracy is the worst case over the standard suite, at least as
+    strong as the paper's attack, so it may land below the paper's PGD number.
+    """
+    if not recipe.published:
+        return "paper: reports no number to compare with (see the example's docstring)."
+    paper = recipe.published
+    within = all(abs(ours - paper[key]) <= recipe.tolerance for key, ours in
+                 (("clean", report.clean_accuracy), ("robust", report.robust_accuracy)))
+    return (f"paper ({paper['source']}): clean {paper['clean']:.3f}, robust {paper['robust']:.3f} "
+            f"({paper['attack']}); a full run should land within {recipe.tolerance:.2f} of both: "
+            f"{'yes' if within else 'NO'} (clean {report.clean_accuracy:.3f}, robust "
+            f"{report.robust_accuracy:.3f}, worst case of the standard suite)")
 
 
 def _smoke(recipe):

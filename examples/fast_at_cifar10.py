@@ -28,7 +28,9 @@ def build(args):
     return common.Recipe(
         method="fast_at", method_kwargs=dict(epsilon=8 / 255, step_size=10 / 255),
         arch="preact_resnet18", epochs=15, batch_size=128, lr=0.2, schedule="cyclic",
-        peak_fraction=0.4, weight_decay=5e-4, eval_epsilon=8 / 255, guard=True)
+        peak_fraction=0.4, weight_decay=5e-4, eval_epsilon=8 / 255, guard=True,
+        published={"clean": 0.8381, "robust": 0.4606, "attack": "PGD-50, 10 restarts",
+                   "source": "Wong et al. 2020, PreAct ResNet-18, step 10/255"}, tolerance=0.04)
 
 
 def main(argv=None):

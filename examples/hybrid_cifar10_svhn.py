@@ -39,7 +39,11 @@ def build(args):
                                             steps=7, penalty=args.penalty),
         arch="resnet18", epochs=50, batch_size=128, lr=0.2, schedule="cyclic",
         peak_fraction=0.4, weight_decay=5e-4, eval_epsilon=8 / 255,
-        warmup=("penalty", args.lam, 5, 10))
+        warmup=("penalty", args.lam, 5, 10),
+        # The paper's Table 1 is CIFAR-10; our copy gives no SVHN numbers.
+        published=({"clean": 0.861, "robust": 0.492, "attack": "AutoAttack",
+                    "source": "the hybrid paper, Table 1, CIFAR-10 ResNet-18"}
+                   if args.dataset == "cifar10" else None), tolerance=0.05)
 
 
 def main(argv=None):

@@ -27,7 +27,9 @@ def build(args):
     return common.Recipe(
         method="madry", method_kwargs=dict(epsilon=8 / 255, step_size=2 / 255, steps=7),
         arch="preact_resnet18", epochs=200, batch_size=128, lr=0.1, schedule="piecewise",
-        milestones=((100, 0.1), (150, 0.01)), weight_decay=5e-4, eval_epsilon=8 / 255)
+        milestones=((100, 0.1), (150, 0.01)), weight_decay=5e-4, eval_epsilon=8 / 255,
+        published={"clean": 0.873, "robust": 0.458, "attack": "PGD-20",
+                   "source": "Madry et al. 2018, wide ResNet"}, tolerance=0.06)
 
 
 def main(argv=None):

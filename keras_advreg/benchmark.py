@@ -16,7 +16,7 @@ import time
 import keras
 import numpy as np
 
-from keras_advreg import data, evaluation, methods
+from keras_advreg import callbacks, data, evaluation, methods
 from keras_advreg.training import build_classifier
 
 DEFAULT_METHODS = (
@@ -69,8 +69,11 @@ def _train(spec, dataset, args):
     train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
                                    shuffle=True, seed=args.seed)
     progress = _EpochBar(spec, args.epochs)
+    warmup = getattr(args, "epsilon_warmup", 0)
+    ramp = [callbacks.EpsilonRamp(start_epoch=0, ramp_epochs=warmup)] if warmup else []
     start = time.perf_counter()
-    model.fit(train_data, epochs=args.epochs, shuffle=False, verbose=0, callbacks=[progress])
+    model.fit(train_data, epochs=args.epochs, shuffle=False, verbose=0,
+              callbacks=[*ramp, progress])
     return base, time.perf_counter() - start
 
 
@@ -145,7 +148,8 @@ def _settings(args):
 
     from keras_advreg import __version__
     return {"dataset": args.dataset, "epsilon": args.epsilon, "norm": args.norm,
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "epochs": args.epochs, "epsilon_warmup": getattr(args, "epsilon_warmup", 0),
+            "batch_size": args.batch_size, "lr": args.lr,
             "seed": args.seed, "n_examples": args.n_examples, "architecture": "small_cnn",
             "command": getattr(args, "command_line", "keras-advreg " + " ".join(sys.argv[1:])),
             "versions": {"keras_advreg": __version__, "keras": keras.__version__,
@@ -161,17 +165,21 @@ def markdown(rows, args, wall_seconds):
     settings = _settings(args)
     lines = [
         f"# Methods on {args.dataset}, epsilon {args.epsilon} ({args.norm})", "",
-        f"Same architecture (small CNN), seed {args.seed}, {args.epochs} epochs, Adam "
+        f"Same architecture (small CNN), seed {args.seed}, {args.epochs} epochs "
+        f"(epsilon warm-up over {getattr(args, 'epsilon_warmup', 0)}), Adam "
         f"{args.lr}, batch {args.batch_size}; each model attacked with the standard suite "
         f"(APGD-CE, APGD-T, Square) on {args.n_examples or 'all'} test examples. "
-        f"Wall time {wall_seconds / 60:.1f} min on this machine.", "",
-        "| method | clean | PGD-20 | suite | robust (worst case) | mean min. distance | "
+        f"Wall time {wall_seconds / 60:.1f} min on this machine. Brackets: Wilson 95% "
+        f"intervals.", "",
+        "| method | clean | PGD-20 | suite | robust (worst case) [95% CI] | mean min. distance | "
         "mean ‖∇x ℓ‖₂ | improvement ratio | training time / standard | masking? |",
         "|---|---|---|---|---|---|---|---|---|---|"]
     for spec, row in rows.items():
+        low, high = wilson_interval(row["robust_accuracy"], row["n_examples"])
         lines.append(
             f"| `{spec}` | {_format(row['clean_accuracy'])} | {_format(row['pgd20_accuracy'])} "
             f"| {_format(row['suite_accuracy'])} | {_format(row['robust_accuracy'])} "
+            f"[{low:.3f}, {high:.3f}] "
             f"| {_format(row['mean_minimal_distance'])} "
             f"| {_format(row['mean_input_gradient_norm'])} "
             f"| {_format(row['improvement_ratio'], 2)} "
@@ -191,6 +199,14 @@ def markdown(rows, args, wall_seconds):
               "Versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()),
               ""]
     return "\n".join(lines)
+
+
+def wilson_interval(accuracy, n, confidence=0.95):
+    """The Wilson score interval of an accuracy measured on `n` examples."""
+    from scipy import stats
+
+    interval = stats.binomtest(int(round(accuracy * n)), n).proportion_ci(confidence, "wilson")
+    return interval.low, interval.high
 
 
 def _verdict(held):
@@ -289,6 +305,9 @@ def add_parser(commands):
     parser.add_argument("--epochs", type=int, default=10, help="epochs per method (default: 10)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--epsilon-warmup", type=int, default=0, metavar="EPOCHS",
+                        help="ramp the attacks' epsilon from 0 over the first EPOCHS epochs "
+                             "(default: 0)")
     parser.add_argument("--n-examples", type=int, default=200,
                         help="test examples attacked per model (default: 200)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),

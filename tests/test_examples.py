@@ -41,3 +41,24 @@ def test_example_smoke_run(name, tmp_path):
     assert not (out / ".backup").exists()  # resumable_fit cleans its backup up
     assert keras.mixed_precision.global_policy().name == "float32"  # main restores it
 
+
+
+def test_cifar_examples_state_the_papers_numbers():
+    _load("madry_cifar10")
+    import common
+
+    class Report:
+        clean_accuracy, robust_accuracy = 0.84, 0.45
+
+    modules = {name: _load(name) for name in ("madry_cifar10", "trades_cifar10",
+                                              "fast_at_cifar10", "hybrid_cifar10_svhn")}
+    for name, module in modules.items():
+        recipe = module.build(common.parse_args(["--out", "unused"], module.__doc__, ("cifar10",),
+                                                getattr(module, "add_arguments", None)))
+        line = common.against_paper(recipe, Report())
+        assert recipe.published["source"] in line and "within" in line, name
+    fast = modules["fast_at_cifar10"].build(common.parse_args(["--out", "unused"], "", ("cifar10",)))
+    assert common.against_paper(fast, Report()).endswith(
+        "yes (clean 0.840, robust 0.450, worst case of the standard suite)")
+    Report.robust_accuracy = 0.30
+    assert ": NO (" in common.against_paper(fast, Report())
