@@ -152,3 +152,29 @@ def test_epsilon_warmup_ramps_the_attack(tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert history["epsilon_scale"] == [0.5, 1.0, 1.0, 1.0]
     assert json.loads((out / "config.json").read_text())["epsilon_warmup"] == 2
+
+
+def test_a_nan_in_a_later_batch_stops_training_at_the_next_batch():
+    import keras
+    import tensorflow as tf
+
+    from keras_advreg import AdvRegModel, architectures, methods
+
+    keras.utils.set_random_seed(0)
+    digits = data.load_dataset("digits")
+    x, y = digits.x_train[:256].copy(), digits.y_train[:256]
+    x[200] = np.nan  # in batch 7 of 8 (batch 32), past fit's first-batch checks
+    base = architectures.mlp(digits.input_shape, 10)
+    model = AdvRegModel(base, methods.gradient_regularization(lam=0.1))
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    monitor = TrainingHealthMonitor(num_classes=10)
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    model.fit(batches, epochs=3, verbose=0, callbacks=[monitor])
+    assert _kinds(monitor) == ["non_finite"]
+    message = monitor.problems[0]["message"]
+    # The NaN batch's own logged means stay finite (its update makes the weights NaN), so the
+    # first non-finite logs are those of the next batch: batch 1 of epoch 2, not epoch 3.
+    assert "clean_loss, loss at batch 1;" in message
+    assert monitor.problems[0]["epoch"] == 2
+    assert not np.isfinite(base.get_weights()[0]).all()

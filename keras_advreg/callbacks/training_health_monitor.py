@@ -26,8 +26,9 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
 
     After each epoch it checks the epoch logs for:
 
-    - `non_finite`: a non-finite loss or term. Training stops at once (the
-      weights are no longer usable).
+    - `non_finite`: a non-finite loss or term, checked after every batch.
+      Training stops at the first one (the weights are no longer usable),
+      and the message names the terms.
     - `collapse` (from the second epoch on): the loss within `margin * ln K`
       of ln K, the loss of a uniform prediction over K classes, or the clean
       accuracy within `margin` of chance (1 / K). Adversarial training at a
@@ -40,9 +41,10 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
       the final clean accuracy (`val_accuracy` if present, else `accuracy`)
       more than `accuracy_gap` below what standard training reaches.
 
-    Each problem is printed once when first seen and kept in `problems`
-    (dicts with `epoch`, `kind`, `message`); `logs["health_ok"]` is 1.0 for
-    a healthy epoch and 0.0 otherwise, so the history records it.
+    Each kind of problem is printed once, when first seen, and kept in
+    `problems` (dicts with `epoch`, `kind`, `message`); `logs["health_ok"]`
+    is 0.0 for every epoch with a problem (seen before or not) and 1.0
+    otherwise, so the history records it.
 
     Args:
         num_classes: the number of classes K.
@@ -87,24 +89,37 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
         self.problems = []
         self._best_pgd = -np.inf
         self._last_epoch, self._last_logs = 0, {}
+        self._epoch, self._flagged = 0, False
 
     def _report(self, epoch, kind, detail):
+        self._flagged = True
         if any(p["kind"] == kind for p in self.problems):
             return
         message = f"{detail}. Try: {_ADVICE[kind]}."
         self.problems.append({"epoch": epoch + 1, "kind": kind, "message": message})
         print(f"\nTrainingHealthMonitor: epoch {epoch + 1}: {kind}: {message}")
 
+    def _stop_if_non_finite(self, epoch, logs, where):
+        bad = sorted(k for k, v in logs.items()
+                     if np.ndim(v) == 0 and not math.isfinite(float(v)))
+        if bad:
+            self._report(epoch, "non_finite",
+                         f"non-finite {', '.join(bad)} {where}; training stopped")
+            if self.model is not None:
+                self.model.stop_training = True
+        return bad
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._flagged = epoch, False
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The running means turn non-finite at the first bad batch: stop there.
+        self._stop_if_non_finite(getattr(self, "_epoch", 0), logs or {}, f"at batch {batch + 1}")
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         self._last_epoch, self._last_logs = epoch, dict(logs)
-        seen = len(self.problems)
-        bad = sorted(k for k, v in logs.items()
-                     if isinstance(v, (int, float, np.floating)) and not math.isfinite(v))
-        if bad:
-            self._report(epoch, "non_finite", f"non-finite {', '.join(bad)}; training stopped")
-            if self.model is not None:
-                self.model.stop_training = True
+        bad = self._stop_if_non_finite(epoch, logs, "in the epoch logs")
         chance_loss = math.log(self.num_classes)
         loss, accuracy = logs.get("loss"), logs.get("accuracy")
         if epoch >= 1 and not bad:
@@ -121,7 +136,8 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
                 self._report(epoch, "catastrophic_overfitting",
                              f"PGD-10 accuracy fell from {self._best_pgd:.3f} to {pgd:.3f}")
             self._best_pgd = max(self._best_pgd, pgd)
-        logs["health_ok"] = float(len(self.problems) == seen)
+        logs["health_ok"] = float(not self._flagged)
+        self._flagged = False
 
     def on_train_end(self, logs=None):
         if self.reference_accuracy is None:
