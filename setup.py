@@ -22,6 +22,12 @@ setup(
         "tensorflow>=2.21,<2.22",
         "keras>=3.15,<4",
         "tensorflow-datasets>=4.9.9,<5",
+        # tensorflow-datasets 4.9.10 imports `importlib_resources` (in
+        # core/dataset_builder.py, when it locates a builder's code, e.g.
+        # before a download) without declaring it, so `--dataset mnist`
+        # died with ModuleNotFoundError on a fresh install
+        # (tensorflow/datasets#11212).
+        "importlib_resources",
         "scikit-learn>=1.5",  # ships the embedded 8x8 digits dataset
         "numpy>=1.26",
         "scipy>=1.11",  # Wilson intervals of the results tables

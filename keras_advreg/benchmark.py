@@ -110,7 +110,7 @@ def _row(report, fit_seconds, plain_seconds):
 
 def run(args):
     """Runs the benchmark; writes results.md, results.json and robustness_curves.png."""
-    dataset = data.load_dataset(args.dataset)
+    dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
     specs = list(args.methods)
     for spec in specs:  # every spec is valid before anything trains
         objective_of(spec, args.epsilon, args.norm)
@@ -300,6 +300,7 @@ def add_parser(commands):
                     "with the standard suite; write results.md, results.json and "
                     "robustness_curves.png.")
     parser.add_argument("--dataset", default="digits", help="dataset (default: digits)")
+    parser.add_argument("--data-dir", default=None, help="as for `train`")
     parser.add_argument("--epsilon", type=float, default=0.1, help="radius (default: 0.1)")
     parser.add_argument("--norm", default="linf", choices=["linf", "l2"])
     parser.add_argument("--epochs", type=int, default=10, help="epochs per method (default: 10)")

@@ -51,6 +51,10 @@ def _build_parser():
     train.add_argument("--dataset", default="digits",
                        help=f"one of {', '.join(data.DATASETS)}, or a .npz file with x_train, "
                             f"y_train, x_test, y_test (default: digits, embedded, no download)")
+    train.add_argument("--data-dir", default=None,
+                       help="TensorFlow Datasets directory for a tfds --dataset (default: the "
+                            "tfds default, ~/tensorflow_datasets); a directory with the data "
+                            "already prepared works offline")
     train.add_argument("--method", default="madry", choices=sorted(methods.METHODS),
                        help="the defense (default: madry)")
     for flag, _, kind, text in _METHOD_FLAGS:
@@ -115,6 +119,7 @@ def _build_parser():
                                                "report.md and robustness_curve.png.")
     evaluate.add_argument("model", help="a .keras file (e.g. DIR/model.keras from `train`)")
     evaluate.add_argument("--dataset", default="digits", help="as for `train` (its test split)")
+    evaluate.add_argument("--data-dir", default=None, help="as for `train`")
     evaluate.add_argument("--epsilon", type=float, required=True, help="radius of the threat model")
     evaluate.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model norm")
     evaluate.add_argument("--suite", default="standard", choices=["standard", "fast"],
@@ -253,7 +258,7 @@ def train(args):
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy)
     distribute.check_batch_size(args.batch_size, strategy)
-    dataset = data.load_dataset(args.dataset)
+    dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
     augment = (data.default_augmentation(args.dataset) if args.augment == "auto"
                else None if args.augment == "none" else args.augment)
     # Under multi-worker training every worker runs this command; only the chief writes.
@@ -388,7 +393,7 @@ def evaluate(args):
         checks.integer("n_examples", args.n_examples)
     if args.baseline is not None and not os.path.isfile(args.baseline):
         raise FileNotFoundError(f"--baseline {args.baseline!r} does not exist.")
-    dataset = data.load_dataset(args.dataset)
+    dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
     model = load_model(args.model, unsafe=args.unsafe)
     baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
     keras.utils.set_random_seed(args.seed)

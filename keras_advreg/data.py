@@ -29,6 +29,8 @@ strategy.
 
 import dataclasses
 import os
+import socket
+import urllib.parse
 
 import numpy as np
 
@@ -101,8 +103,11 @@ def load_dataset(name_or_path="digits", *, data_dir=None):
         labels in `[0, num_classes)`.
 
     Raises:
-        ValueError: If the name is unknown, a `.npz` file lacks keys, or the
-            data contains NaN, out-of-range images or bad labels.
+        ValueError: If the name is unknown, a `.npz` file lacks keys, the
+            data contains NaN, out-of-range images or bad labels, or a tfds
+            dataset is not prepared in `data_dir` and its download host
+            cannot be reached (checked with a 3 s connection timeout rather
+            than tfds's minutes of retries).
         FileNotFoundError: If a `.npz` path does not exist.
 
     Example:
@@ -492,14 +497,68 @@ def _load_tfds(name, data_dir):
     # `info.splits`, which is empty under `tfds.testing.mock_data`, and tfds
     # then falls back to `padded_batch(sys.maxsize)`, which aborts the
     # process. Chunked batches give the same arrays in both settings.
-    train, test = tfds.load(name, split=["train", "test"],
-                            as_supervised=True, data_dir=data_dir)
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared() and _downloads_for_real(tfds):
+        _check_download_reachable(name, builder)
+        builder.download_and_prepare()
+    train, test = builder.as_dataset(split=["train", "test"],
+                                     as_supervised=True)
     x_train, y_train = _materialize(tfds, train)
     x_test, y_test = _materialize(tfds, test)
     x_train = _scale_images(x_train, f"{name} x_train")
     x_test = _scale_images(x_test, f"{name} x_test")
     return _finish(name, x_train, y_train, x_test, y_test,
                    _TFDS_NUM_CLASSES[name])
+
+
+# Seconds to wait for a TCP connection to a download host before deciding
+# that the network is unreachable (tfds itself retries for minutes).
+_REACHABILITY_TIMEOUT = 3.0
+_FALLBACK_HOST = "storage.googleapis.com"  # tfds's GCS mirror
+
+
+def _downloads_for_real(tfds):
+    """False under `tfds.testing.mock_data`, which replaces
+    `download_and_prepare` with a no-op (and nothing is downloaded)."""
+    method = tfds.core.DatasetBuilder.download_and_prepare
+    return getattr(method, "__module__", None) == \
+        "tensorflow_datasets.core.dataset_builder"
+
+
+def _download_hosts(builder):
+    hosts = []
+    try:
+        urls = builder.url_infos or {}
+    except Exception:  # noqa: BLE001 - no checksums file: use the fallback
+        urls = {}
+    for url in urls:
+        host = urllib.parse.urlsplit(url).hostname
+        if host and host not in hosts:
+            hosts.append(host)
+    return hosts or [_FALLBACK_HOST]
+
+
+def _is_reachable(host, port=443, timeout=_REACHABILITY_TIMEOUT):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _check_download_reachable(name, builder):
+    """Raises one short error at once if no download host answers."""
+    hosts = _download_hosts(builder)
+    if any(_is_reachable(host) for host in hosts):
+        return
+    raise ValueError(
+        f"Dataset {name!r} is not prepared in the TensorFlow Datasets "
+        f"directory {os.fspath(builder.data_dir)!r} and cannot be downloaded: "
+        f"no connection to {', '.join(hosts)} within "
+        f"{_REACHABILITY_TIMEOUT:g} s. Alternatives: pass `--data-dir` "
+        f"(`data_dir=`) pointing to a directory where {name!r} was already "
+        f"prepared by tfds; or pass a .npz file with keys "
+        f"{', '.join(_NPZ_KEYS)}; or use the offline dataset 'digits'.")
 
 
 def _materialize(tfds, ds):

@@ -232,8 +232,8 @@ def _fit(model, x, y, *, batch_size, epochs, seed):
               shuffle=False, verbose=0)  # the dataset is already shuffled (seeded)
 
 
-def sweep(method, parameter, values, *, dataset="digits", epsilon=0.1, norm="linf", fixed=None,
-          validation_fraction=0.2, epochs=5, batch_size=64, arch="small_cnn", seed=0,
+def sweep(method, parameter, values, *, dataset="digits", data_dir=None, epsilon=0.1, norm="linf",
+          fixed=None, validation_fraction=0.2, epochs=5, batch_size=64, arch="small_cnn", seed=0,
           criterion="robust_accuracy", min_clean_accuracy=None, suite="fast", n_examples=None,
           progress=True):
     """Grid search of one argument of a method on held-out training data.
@@ -245,6 +245,8 @@ def sweep(method, parameter, values, *, dataset="digits", epsilon=0.1, norm="lin
             argument such as `steps` are passed as ints).
         dataset: a name or `.npz` path for `data.load_dataset`, or a
             `data.Dataset`. Only its training split is used.
+        data_dir: the TensorFlow Datasets directory for a tfds `dataset`
+            (None: the tfds default), passed to `data.load_dataset`.
         epsilon: the radius at which robust accuracy is measured; also the
             method's training `epsilon` unless swept or set in `fixed`.
         norm: "linf" or "l2"; also the method's `norm` unless swept or set
@@ -296,7 +298,7 @@ def sweep(method, parameter, values, *, dataset="digits", epsilon=0.1, norm="lin
         checks.choice("suite", suite, sorted(evaluation.SUITES))
 
     if not isinstance(dataset, data.Dataset):
-        dataset = data.load_dataset(dataset)
+        dataset = data.load_dataset(dataset, data_dir=data_dir)
     (x_train, y_train), (x_val, y_val) = validation_split(
         dataset.x_train, dataset.y_train, validation_fraction, seed)
     n_evaluated = len(x_val) if n_examples is None else min(n_examples, len(x_val))
@@ -352,6 +354,7 @@ def add_parser(subparsers):
     parser.add_argument("--dataset", default="digits",
                         help="a dataset name or .npz file (its training split only; "
                              "default: digits)")
+    parser.add_argument("--data-dir", default=None, help="as for `train`")
     parser.add_argument("--epsilon", type=float, default=0.1,
                         help="radius of the evaluation, and the method's epsilon unless swept "
                              "(default: 0.1)")
@@ -381,7 +384,7 @@ def add_parser(subparsers):
 def run(args):
     """Runs `keras-advreg sweep`: prints the table and saves it to `--out`."""
     result = sweep(args.method, args.parameter, args.values, dataset=args.dataset,
-                   epsilon=args.epsilon, norm=args.norm,
+                   data_dir=getattr(args, "data_dir", None), epsilon=args.epsilon, norm=args.norm,
                    validation_fraction=args.validation_fraction,
                    epochs=args.epochs, batch_size=args.batch_size,
                    arch=getattr(args, "arch", "small_cnn"), seed=args.seed,

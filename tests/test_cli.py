@@ -139,8 +139,33 @@ def test_help_documents_every_flag(capsys):
     text = capsys.readouterr().out
     for flag, *_ in cli._METHOD_FLAGS:
         assert flag in text
-    for flag in ["--dataset", "--method", "--epochs", "--batch-size", "--out", "--seed"]:
+    for flag in ["--dataset", "--data-dir", "--method", "--epochs", "--batch-size", "--out",
+                 "--seed"]:
         assert flag in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--out", "OUT"],
+    ["evaluate", "model.keras", "--epsilon", "0.1", "--out", "OUT"],
+    ["benchmark", "--out", "OUT"],
+    ["sweep", "--method", "arr", "--parameter", "lam", "--values", "1", "--out", "OUT"],
+], ids=lambda argv: argv[0])
+def test_data_dir_is_forwarded_to_load_dataset(argv, tmp_path, monkeypatch, capsys):
+    from keras_advreg import data
+
+    calls = []
+
+    def fake_load_dataset(name_or_path="digits", *, data_dir=None):
+        calls.append((name_or_path, data_dir))
+        raise ValueError("stop after load_dataset")
+
+    monkeypatch.setattr(data, "load_dataset", fake_load_dataset)
+    argv = [str(tmp_path / a) if a in ("OUT", "model.keras") else a for a in argv]
+    assert cli._build_parser().parse_args(argv).data_dir is None
+    code, err = _run(argv + ["--dataset", "mnist", "--data-dir", str(tmp_path / "tfds")], capsys)
+    assert code == 2
+    assert "stop after load_dataset" in err
+    assert calls == [("mnist", str(tmp_path / "tfds"))]
 
 
 def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -110,6 +110,49 @@ def test_tfds_dataset_under_mock(name):
         assert y.max() < num_classes
 
 
+def test_real_tfds_builder_without_download(tmp_path):
+    # No mock: the installed tensorflow-datasets must build a real builder.
+    # tfds 4.9.10 imports the undeclared `importlib_resources` when it
+    # locates the builder's code (here via `url_infos`), which broke
+    # `--dataset mnist` on a fresh install; setup.py now declares it.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    builder = tfds.builder("mnist", data_dir=tmp_path)
+    assert builder.info.name == "mnist"
+    assert builder.info.features["label"].num_classes == 10
+    assert not builder.is_prepared()
+    assert any("mnist" in url for url in builder.url_infos)
+    assert not any(tmp_path.rglob("*.gz"))  # nothing was downloaded
+
+
+def test_tfds_unreachable_network_fails_fast(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    pytest.importorskip("tensorflow_datasets")
+    attempts = []
+
+    def unreachable(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    start = time.monotonic()
+    with pytest.raises(ValueError) as info:
+        data.load_dataset("mnist", data_dir=tmp_path)
+    elapsed = time.monotonic() - start
+    assert elapsed < 30
+    assert attempts and attempts[0] == ("storage.googleapis.com", 443)
+    message = str(info.value)
+    assert "'mnist'" in message
+    assert str(tmp_path) in message
+    assert "--data-dir" in message
+    assert ".npz" in message
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        assert key in message
+    assert "'digits'" in message
+    assert not any(tmp_path.rglob("*.gz"))  # nothing was downloaded
+
+
 # --------------------------------------------------------------------------
 # .npz files
 
