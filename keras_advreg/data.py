@@ -558,7 +558,8 @@ def _check_download_reachable(name, builder):
         f"{_REACHABILITY_TIMEOUT:g} s. Alternatives: pass `--data-dir` "
         f"(`data_dir=`) pointing to a directory where {name!r} was already "
         f"prepared by tfds; or pass a .npz file with keys "
-        f"{', '.join(_NPZ_KEYS)}; or use the offline dataset 'digits'.")
+        f"{', '.join(_NPZ_KEYS)}; or use an offline dataset, 'digits' or "
+        f"'mnist_5k'.")
 
 
 def _materialize(tfds, ds):
