@@ -258,7 +258,7 @@ def train(args):
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy)
     distribute.check_batch_size(args.batch_size, strategy)
-    dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
+    dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
     augment = (data.default_augmentation(args.dataset) if args.augment == "auto"
                else None if args.augment == "none" else args.augment)
     # Under multi-worker training every worker runs this command; only the chief writes.
@@ -393,7 +393,7 @@ def evaluate(args):
         checks.integer("n_examples", args.n_examples)
     if args.baseline is not None and not os.path.isfile(args.baseline):
         raise FileNotFoundError(f"--baseline {args.baseline!r} does not exist.")
-    dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
+    dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
     model = load_model(args.model, unsafe=args.unsafe)
     baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
     keras.utils.set_random_seed(args.seed)

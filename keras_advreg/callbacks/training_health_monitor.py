@@ -113,8 +113,9 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
         self._epoch, self._flagged = epoch, False
 
     def on_train_batch_end(self, batch, logs=None):
-        # The running means turn non-finite at the first bad batch: stop there.
-        self._stop_if_non_finite(getattr(self, "_epoch", 0), logs or {}, f"at batch {batch + 1}")
+        # A bad batch's own logged means can stay finite while its update makes the
+        # weights NaN; the next batch's logs are non-finite, so training stops there.
+        self._stop_if_non_finite(self._epoch, logs or {}, f"at batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
