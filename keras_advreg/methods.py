@@ -221,7 +221,7 @@ def gradient_regularization(lam=0.1, norm="l2", penalty="double_backprop", h=0.0
     return [CleanLoss(), _gradient_penalty(penalty, lam, norm, h, scheme)]
 
 
-def hybrid(lam=0.1, epsilon=8 / 255, step_size=2 / 255, steps=7, norm="linf",
+def hybrid(lam=0.1, epsilon=8 / 255, step_size=None, steps=7, norm="linf",
            penalty="double_backprop", penalty_norm="l2", h=0.01, scheme="forward",
            clip_min=0.0, clip_max=1.0):
     """Adversarial training plus a gradient penalty at the adversarial points.
@@ -242,7 +242,9 @@ def hybrid(lam=0.1, epsilon=8 / 255, step_size=2 / 255, steps=7, norm="linf",
     Args:
         lam: the penalty weight (>= 0).
         epsilon: the radius of the threat model.
-        step_size: the PGD step length.
+        step_size: the PGD step length; defaults to `epsilon / 4` (the paper's
+            2/255 at 8/255, and a step that still reaches the radius at any other
+            epsilon).
         steps: the number of PGD steps.
         norm: the attack's norm, "linf" or "l2".
         penalty: "double_backprop" or "finite_difference".

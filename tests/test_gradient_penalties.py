@@ -180,6 +180,12 @@ def test_penalty_at_adversarial_points_shares_the_attack():
     assert len(context._forward) == 1
 
 
+def test_hybrid_step_follows_epsilon():
+    # A fixed 2/255 step could not reach MNIST's radius 0.3 in 7 steps.
+    assert methods.hybrid()[0].attack.step_size == pytest.approx(2 / 255)
+    assert methods.hybrid(epsilon=0.3)[0].attack.step_size == pytest.approx(0.075)
+
+
 @pytest.mark.parametrize("penalty", ["double_backprop", "finite_difference"])
 def test_recipes_train_and_serialize(penalty, tmp_path):
     x, y = _batch()
