@@ -1,5 +1,7 @@
 """`AdvRegModel`: adversarial regularization inside `model.fit`."""
 
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -7,6 +9,13 @@ import tensorflow as tf
 from keras_advreg import checks, data_checks, distribute
 from keras_advreg.attacks import losses
 from keras_advreg.objectives import CleanLoss, StepContext
+
+# Marks the in-graph assertion of `stop_on_nonfinite`, so `fit` can tell it from other errors.
+_NON_FINITE = "keras_advreg non-finite step"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped at a step whose loss terms or gradients are NaN or infinite."""
 
 
 @keras.saving.register_keras_serializable(package="keras_advreg")
@@ -35,6 +44,13 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         seed: the seed of the attacks' random starts (drawn from NumPy's
             global generator when None); with the optimizer's iteration count
             it fixes every step's randomness, so resumed runs are reproducible.
+        stop_on_nonfinite: when True (the default), a training step whose
+            terms or gradients are NaN or infinite raises `NonFiniteLossError`
+            naming the terms, before the optimizer updates the weights (a
+            callback only sees the logs after the update). With a
+            `LossScaleOptimizer` only the terms are checked: it skips steps
+            with overflowing scaled gradients itself. Off under XLA
+            (`jit_compile=True`), which cannot compile the check's message.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -48,7 +64,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
     ['adv_accuracy', 'adversarial_loss', 'loss']
     """
 
-    def __init__(self, base_model, objective=None, seed=None, **kwargs):
+    def __init__(self, base_model, objective=None, seed=None, stop_on_nonfinite=True, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(base_model, keras.Model):
             raise ValueError(f"`base_model` must be a keras.Model, got {type(base_model).__name__}.")
@@ -58,6 +74,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         # Attack randomness is stateless: (seed, optimizer iteration) per step.
         self.seed = (int(np.random.randint(0, 2**31 - 1)) if seed is None
                      else checks.integer("seed", seed, minimum=0))
+        self.stop_on_nonfinite = bool(stop_on_nonfinite)
         self.objectives = tuple(objective if isinstance(objective, (list, tuple)) else [objective])
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
@@ -118,9 +135,34 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
             weighted, total = self._weighted_terms(context)
             loss = self.optimizer.scale_loss(total / distribute.replica_count())
         gradients = tape.gradient(loss, self.trainable_variables)
+        if self.stop_on_nonfinite and not self.jit_compile:  # XLA has no string ops
+            gradients = self._checked_finite(weighted, total, gradients)
         metrics = self._update_metrics(context, weighted, total)
         self.optimizer.apply(gradients, self.trainable_variables)
         return metrics
+
+    def _checked_finite(self, weighted, total, gradients):
+        """`gradients`, after an assertion that the terms and gradients are finite."""
+        names = list(weighted) + (["layer losses"] if self.losses else [])
+        values = list(weighted.values()) + ([total] if self.losses else [])
+        bad_terms = tf.logical_not(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values]))
+        bad = [tf.reduce_any(bad_terms)]
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        checked = [g for g in gradients if g is not None] if not scaled else []
+        bad_gradient = (tf.logical_not(tf.reduce_all(
+            tf.stack([tf.reduce_all(tf.math.is_finite(g)) for g in checked])))
+            if checked else tf.constant(False))
+        bad.append(bad_gradient)
+        culprits = tf.strings.reduce_join(tf.boolean_mask(tf.constant(names), bad_terms),
+                                          separator=", ")
+        message = tf.strings.join([
+            _NON_FINITE, " at optimizer step ", tf.strings.as_string(self.optimizer.iterations),
+            ": terms [", culprits, "], gradient non-finite: ",
+            tf.where(bad_gradient, "yes", "no")])
+        check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(tf.stack(bad))), [message],
+                                    summarize=1)
+        with tf.control_dependencies([check]):
+            return [None if g is None else tf.identity(g) for g in gradients]
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -156,9 +198,28 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         return logits
 
     def fit(self, x=None, y=None, **kwargs):
-        """Runs `check_data`, then `keras.Model.fit`."""
+        """Runs `check_data`, then `keras.Model.fit`.
+
+        Raises:
+            NonFiniteLossError: at the first step with a NaN or infinite term or
+                gradient (see `stop_on_nonfinite`); the weights are those before it.
+        """
         self.check_data(x, y, kwargs.get("validation_data"))
-        return super().fit(x, y, **kwargs)
+        try:
+            return super().fit(x, y, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            found = re.search(_NON_FINITE + r" at optimizer step (\d+): terms \[([^\]]*)\], "
+                              r"gradient non-finite: (yes|no)", error.message)
+            if found is None:
+                raise
+            step, terms, gradient = found.groups()
+            what = ", ".join(filter(None, [
+                terms and f"the loss term(s) {terms}",
+                gradient == "yes" and "the gradient of the total loss"]))
+            raise NonFiniteLossError(
+                f"training stopped at step {int(step) + 1}: {what} became NaN or infinite; "
+                f"the weights are those before this step. Check the inputs for NaN, lower the "
+                f"learning rate, or train in float32.") from None
 
     def evaluate(self, x=None, y=None, **kwargs):
         """Runs `check_data`, then `keras.Model.evaluate`."""
@@ -190,6 +251,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, "seed": self.seed,
+                "stop_on_nonfinite": self.stop_on_nonfinite,
                 "base_model": keras.saving.serialize_keras_object(self.base_model),
                 "objective": [keras.saving.serialize_keras_object(o) for o in self.objectives]}
 

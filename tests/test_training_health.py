@@ -3,6 +3,7 @@
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -154,8 +155,7 @@ def test_epsilon_warmup_ramps_the_attack(tmp_path):
     assert json.loads((out / "config.json").read_text())["epsilon_warmup"] == 2
 
 
-def test_a_nan_in_a_later_batch_stops_training_at_the_next_batch():
-    import keras
+def _nan_batch_run(stop_on_nonfinite, bad_weight=False, callbacks=()):
     import tensorflow as tf
 
     from keras_advreg import AdvRegModel, architectures, methods
@@ -163,14 +163,49 @@ def test_a_nan_in_a_later_batch_stops_training_at_the_next_batch():
     keras.utils.set_random_seed(0)
     digits = data.load_dataset("digits")
     x, y = digits.x_train[:256].copy(), digits.y_train[:256]
-    x[200] = np.nan  # in batch 7 of 8 (batch 32), past fit's first-batch checks
+    weights = np.ones(len(y), "float32")
+    if bad_weight:
+        weights[200] = np.nan
+    else:
+        x[200] = np.nan  # in batch 7 of 8 (batch 32), past fit's first-batch checks
     base = architectures.mlp(digits.input_shape, 10)
-    model = AdvRegModel(base, methods.gradient_regularization(lam=0.1))
+    model = AdvRegModel(base, methods.gradient_regularization(lam=0.1),
+                        stop_on_nonfinite=stop_on_nonfinite)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = tf.data.Dataset.from_tensor_slices((x, y, weights)).batch(32)
+    return base, lambda: model.fit(batches, epochs=3, verbose=0, callbacks=list(callbacks))
+
+
+class _WeightsAfterEachBatch(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights = [w.numpy().copy() for w in self.model.base_model.weights]
+
+
+def test_a_nan_input_stops_training_at_its_own_step_with_the_weights_before_it():
+    from keras_advreg.model import NonFiniteLossError
+
+    kept = _WeightsAfterEachBatch()
+    base, fit = _nan_batch_run(True, callbacks=[kept])
+    # relu(NaN) is 0 here, so the terms stay finite; the kernel's gradient x^T delta is NaN.
+    with pytest.raises(NonFiniteLossError, match=r"step 7: the gradient of the total loss"):
+        fit()
+    for before, after in zip(kept.weights, base.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_a_nan_sample_weight_names_the_terms_that_became_nan():
+    from keras_advreg.model import NonFiniteLossError
+
+    _, fit = _nan_batch_run(True, bad_weight=True)
+    with pytest.raises(NonFiniteLossError, match=r"step 7: the loss term\(s\) clean_loss"):
+        fit()
+
+
+def test_without_the_step_check_the_monitor_stops_at_the_next_batch():
     monitor = TrainingHealthMonitor(num_classes=10)
-    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
-    model.fit(batches, epochs=3, verbose=0, callbacks=[monitor])
+    base, fit = _nan_batch_run(False, callbacks=[monitor])
+    fit()
     assert _kinds(monitor) == ["non_finite"]
     message = monitor.problems[0]["message"]
     # The NaN batch's own logged means stay finite (its update makes the weights NaN), so the
