@@ -33,7 +33,11 @@ def build(args):
                                          epsilon=8 / 255, step_size=2 / 255, steps=7),
         arch="resnet18", epochs=200, batch_size=128, lr=0.1, schedule="piecewise",
         milestones=((100, 0.1), (150, 0.01)), weight_decay=5e-4, eval_epsilon=8 / 255,
-        notes="reconstruction from the abstract of arXiv 2511.13749")
+        notes="reconstruction from the abstract of arXiv 2511.13749",
+        claim="the abstract claims +15.2 points of robust accuracy under APGD over standard "
+              "adversarial training and 20-30x larger DeepFool distances; a full run should "
+              "beat madry_cifar10.py's robust accuracy by about 0.15 (with no masking check "
+              "failed) and its mean DeepFool distance by 20x")
 
 
 def main(argv=None):

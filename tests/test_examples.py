@@ -62,3 +62,11 @@ def test_cifar_examples_state_the_papers_numbers():
         "yes (clean 0.840, robust 0.450, worst case of the standard suite)")
     Report.robust_accuracy = 0.30
     assert ": NO (" in common.against_paper(fast, Report())
+    # ARR's copy has no results and GFA's abstract only relative claims: each says so.
+    for name, words in (("arr_cifar", "breaks off before its results"), ("gfa_cifar10", "+15.2")):
+        module = _load(name)
+        recipe = module.build(common.parse_args(["--out", "unused"], module.__doc__,
+                                                ("cifar10", "cifar100"),
+                                                getattr(module, "add_arguments", None)))
+        line = common.against_paper(recipe, Report())
+        assert words in line and "robust 0.300" in line, name
