@@ -8,8 +8,9 @@ of one attack step. Inputs are assumed to lie in [clip_min, clip_max] = [0, 1].
 from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD
 from keras_advreg.objectives import AdversarialLoss, CleanLoss, MixedBatchLoss, OutputDivergence
-from keras_advreg.objectives import (FiniteDifferencePenalty, GradAlign, GradientFeatureAlignment,
-                                    InputGradientPenalty)
+from keras_advreg.objectives import (BoostedCrossEntropy, FiniteDifferencePenalty, GradAlign,
+                                    GradientFeatureAlignment, InputGradientPenalty,
+                                    MisclassificationAwareKL)
 from keras_advreg.nsl import from_nsl_config  # noqa: F401  (re-export)
 
 
@@ -132,6 +133,41 @@ def trades(beta=6.0, epsilon=0.031, step_size=None, steps=10, norm="linf", clip_
                                           weight=checks.number("beta", beta))]
 
 
+def mart(beta=6.0, epsilon=8 / 255, step_size=None, steps=10, norm="linf", clip_min=0.0,
+         clip_max=1.0):
+    """MART (Wang et al. 2020, ICLR: misclassification-aware adversarial training).
+
+    BCE(x') + beta * mean_i KL(p(x_i) || p(x'_i)) (1 - p_y(x_i)), where
+    BCE(x') = -log p_y(x') - log(1 - max_{k != y} p_k(x')) and x' maximizes the
+    cross-entropy by PGD from x + 0.001 * N(0, I), as in the authors' code. The
+    defaults are the paper's CIFAR-10 setting (beta 6, epsilon 8/255, 10 steps;
+    the step defaults to `epsilon / 4`, the paper's 2/255).
+
+    Args:
+        beta: the weight of the misclassification-aware KL term.
+        epsilon: the radius of the threat model.
+        step_size: the PGD step length; defaults to `epsilon / 4`.
+        steps: the number of PGD steps.
+        norm: "linf" or "l2".
+        clip_min: the smallest valid input value.
+        clip_max: the largest valid input value.
+
+    Returns:
+        `[BoostedCrossEntropy(PGD(...)), MisclassificationAwareKL(PGD(...), weight=beta)]`,
+        one attack shared by both terms.
+
+    Example:
+
+    >>> import keras_advreg as kar
+    >>> [term.name for term in kar.methods.mart(epsilon=0.3)]
+    ['boosted_ce', 'mart_kl']
+    """
+    attack = PGD(epsilon=epsilon, step_size=step_size, steps=steps, norm=norm,
+                 random_start="normal", clip_min=clip_min, clip_max=clip_max)
+    return [BoostedCrossEntropy(attack),
+            MisclassificationAwareKL(attack, weight=checks.number("beta", beta))]
+
+
 def arr(lam=1.0, epsilon=8 / 255, distance="kl", steps=1, step_size=None, norm="linf",
         clip_min=0.0, clip_max=1.0):
     """Adversarial Robustness Regularization (ARR; papers/adversarial-robustness-regularization-ARR.txt).
@@ -170,7 +206,7 @@ def _light_attack(epsilon, steps, step_size, norm, clip_min, clip_max):
 
 
 METHODS = {"standard": standard, "madry": madry, "fast_at": fast_at, "mixed": mixed,
-           "trades": trades, "arr": arr}
+           "trades": trades, "mart": mart, "arr": arr}
 
 
 PENALTIES = ("double_backprop", "finite_difference")

@@ -8,3 +8,4 @@ from keras_advreg.objectives.grad_align import GradAlign
 from keras_advreg.objectives.gradient_alignment import GradientFeatureAlignment
 from keras_advreg.objectives.gradient_penalty import InputGradientPenalty
 from keras_advreg.objectives.jacobian import JacobianPenalty
+from keras_advreg.objectives.mart import BoostedCrossEntropy, MisclassificationAwareKL
