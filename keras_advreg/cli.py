@@ -1,7 +1,7 @@
 """The `keras-advreg` command line: train a robust model, evaluate it.
 
     keras-advreg train --dataset digits --method madry --epsilon 0.1 --epochs 10 --out runs/madry
-    keras-advreg evaluate runs/madry/model.keras --dataset digits --epsilon 0.1 --out runs/madry/eval
+    keras-advreg evaluate runs/madry/model.keras --out runs/madry/eval
 
 Every argument is validated before any training step, and outputs are written
 to a temporary folder first and moved into `--out` only when the run succeeds,
@@ -445,7 +445,8 @@ def _evaluation_defaults(args):
             try:
                 config = json.load(f)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path} beside the model is not valid JSON: {error}.") from error
+                raise ValueError(f"{path} beside the model is not valid JSON: "
+                                 f"{error}.") from error
     if config.get("command") != "train":
         config = {}  # not the config of a `keras-advreg train` run
     trained = config.get("method_arguments", {})
