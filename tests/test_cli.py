@@ -60,7 +60,6 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv, fragment", [
     (["--method", "madry", "--epsilon", "-0.1"], "epsilon"),
     (["--method", "madry", "--steps", "0"], "steps"),
-    (["--method", "madry", "--norm", "l3"], "norm"),
     (["--method", "madry", "--beta", "6"], "--beta does not apply"),
     (["--method", "trades", "--beta", "-1"], "beta"),
     (["--dataset", "imagenet"], "dataset"),
