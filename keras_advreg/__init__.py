@@ -1,16 +1,49 @@
-"""keras_advreg: adversarial robustness for Keras models, inside `model.fit`."""
+"""keras_advreg: adversarial robustness for Keras models, inside `model.fit`.
 
-import keras
+The submodules and `AdvRegModel` are imported on first use (PEP 562), so
+`keras-advreg --help` and `import keras_advreg.cli` load no TensorFlow. Their
+Keras classes register for `keras.saving.load_model` when any of them is
+first used, or right away when Keras is already imported (`import keras,
+keras_advreg`).
+"""
 
-if keras.backend.backend() != "tensorflow":
-    raise ImportError(
-        f"keras_advreg needs the TensorFlow Keras backend, but KERAS_BACKEND is "
-        f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow (env var or "
-        f"~/.keras/keras.json) before importing keras.")
-
-from keras_advreg import (  # noqa: E402
-    activations, architectures, attacks, callbacks, data, evaluation, methods, objectives,
-    schedules)
-from keras_advreg.model import AdvRegModel  # noqa: E402
+import importlib
+import sys
 
 __version__ = "0.1.0"
+
+_SUBMODULES = ("activations", "architectures", "attacks", "callbacks", "data", "evaluation",
+               "methods", "objectives", "schedules")
+
+
+def __getattr__(name):
+    if name == "AdvRegModel":
+        _import_all()
+        return importlib.import_module(f"{__name__}.model").AdvRegModel
+    if name in _SUBMODULES:
+        _import_all()
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_SUBMODULES, "AdvRegModel"})
+
+
+def _import_all():
+    """Imports every public submodule, which registers their Keras classes."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ImportError(
+            f"keras_advreg needs the TensorFlow Keras backend, but KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow (env var or "
+            f"~/.keras/keras.json) before importing keras.")
+    for name in (*_SUBMODULES, "model"):
+        importlib.import_module(f"{__name__}.{name}")
+
+
+# With Keras loaded the imports cost little, and a saved AdvRegModel loads
+# after a bare `import keras_advreg`, as before the imports were lazy.
+if "keras" in sys.modules:
+    _import_all()

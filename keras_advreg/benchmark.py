@@ -1,6 +1,6 @@
 """The methods table: every defense trained and attacked under the same conditions.
 
-`keras-advreg benchmark --dataset digits` trains each method with the same
+`keras-advreg benchmark --dataset digits --out docs` trains each method with the same
 architecture, seed and epochs, evaluates each with the standard suite, and
 writes `results.md` (the table, the command, the versions), `results.json` and
 `robustness_curves.png` (every method's curve in one plot).
@@ -13,11 +13,7 @@ import platform
 import sys
 import time
 
-import keras
 import numpy as np
-
-from keras_advreg import callbacks, data, evaluation, methods
-from keras_advreg.training import build_classifier
 
 DEFAULT_METHODS = (
     "standard", "madry", "fast_at", "trades", "arr",
@@ -33,6 +29,8 @@ DEFAULT_METHODS = (
 
 def parse_spec(spec):
     """("name", {kwargs}) from "name" or "name:key=value,key=value"."""
+    from keras_advreg import methods
+
     name, _, arguments = spec.partition(":")
     if name not in methods.METHODS:
         raise ValueError(f"unknown method {name!r} in {spec!r}; allowed: "
@@ -51,6 +49,8 @@ def parse_spec(spec):
 
 def objective_of(spec, epsilon, norm):
     """The objective of a method spec, at the benchmark's epsilon and norm."""
+    from keras_advreg import methods
+
     name, kwargs = parse_spec(spec)
     recipe = methods.METHODS[name]
     accepted = inspect.signature(recipe).parameters
@@ -62,13 +62,18 @@ def objective_of(spec, epsilon, norm):
 
 def _train(spec, dataset, args):
     """Trains one method; returns (base model, wall time of fit in seconds)."""
+    import keras
+
+    from keras_advreg import callbacks, data
+    from keras_advreg.training import build_classifier
+
     keras.utils.set_random_seed(args.seed)
     objective = objective_of(spec, args.epsilon, args.norm)
     base, model = build_classifier("small_cnn", dataset, objective, seed=args.seed,
                                    optimizer=keras.optimizers.Adam(args.lr))
     train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
                                    shuffle=True, seed=args.seed)
-    progress = _EpochBar(spec, args.epochs)
+    progress = _epoch_bar(spec, args.epochs)
     warmup = getattr(args, "epsilon_warmup", 0)
     ramp = [callbacks.EpsilonRamp(start_epoch=0, ramp_epochs=warmup)] if warmup else []
     start = time.perf_counter()
@@ -77,16 +82,14 @@ def _train(spec, dataset, args):
     return base, time.perf_counter() - start
 
 
-class _EpochBar(keras.callbacks.Callback):
+def _epoch_bar(title, epochs):
     """One progress bar per model, advanced per epoch."""
+    import keras
 
-    def __init__(self, title, epochs):
-        super().__init__()
-        print(f"\n{title}", flush=True)
-        self.bar = keras.utils.Progbar(epochs, unit_name="epoch", stateful_metrics=["loss"])
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.bar.update(epoch + 1, [("loss", (logs or {}).get("loss", np.nan))])
+    print(f"\n{title}", flush=True)
+    bar = keras.utils.Progbar(epochs, unit_name="epoch", stateful_metrics=["loss"])
+    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: bar.update(
+        epoch + 1, [("loss", (logs or {}).get("loss", np.nan))]))
 
 
 def _row(report, fit_seconds, plain_seconds):
@@ -110,6 +113,8 @@ def _row(report, fit_seconds, plain_seconds):
 
 def run(args):
     """Runs the benchmark; writes results.md, results.json and robustness_curves.png."""
+    from keras_advreg import data, evaluation
+
     dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
     specs = list(args.methods)
     for spec in specs:  # every spec is valid before anything trains
@@ -144,6 +149,7 @@ def run(args):
 
 
 def _settings(args):
+    import keras
     import tensorflow as tf
 
     from keras_advreg import __version__
@@ -294,6 +300,8 @@ def _plot(rows, args, path):
 
 def add_parser(commands):
     """Adds the `benchmark` subcommand to the CLI's subparsers."""
+    from keras_advreg import catalog
+
     parser = commands.add_parser(
         "benchmark", help="train and attack every method under the same conditions",
         description="Train each method with the same model, seed and epochs, attack each "
@@ -302,7 +310,8 @@ def add_parser(commands):
     parser.add_argument("--dataset", default="digits", help="dataset (default: digits)")
     parser.add_argument("--data-dir", default=None, help="as for `train`")
     parser.add_argument("--epsilon", type=float, default=0.1, help="radius (default: 0.1)")
-    parser.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    parser.add_argument("--norm", default="linf", choices=catalog.CHOICES["norm"],
+                        help="threat model norm (default: linf)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per method (default: 10)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
@@ -315,5 +324,6 @@ def add_parser(commands):
                         help="method specs, 'name' or 'name:key=value,...'; the first must "
                              "be standard (default: all, with both penalties and lambdas)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs", help="output folder (default: docs)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (the repository's own tables are in docs)")
     return parser

@@ -1,7 +1,7 @@
 """The `keras-advreg` command line: train a robust model, evaluate it.
 
     keras-advreg train --dataset digits --method madry --epsilon 0.1 --epochs 10 --out runs/madry
-    keras-advreg evaluate runs/madry/model.keras --dataset digits --epsilon 0.1 --out runs/madry/eval
+    keras-advreg evaluate runs/madry/model.keras --out runs/madry/eval
 
 Every argument is validated before any training step, and outputs are written
 to a temporary folder first and moved into `--out` only when the run succeeds,
@@ -17,14 +17,22 @@ import shutil
 import sys
 import tempfile
 
+from keras_advreg import __version__, catalog
+
+# Before TensorFlow loads: its C++ log lines (oneDNN, "failed call to cuInit"
+# on a machine without a GPU, ...) would open every command's output.
+# TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 BACKUP_DIR = ".backup"
 
 # Method arguments a flag can set, as (flag, keyword, type, help).
 _METHOD_FLAGS = [
     ("--epsilon", "epsilon", float, "radius of the threat model (the attack budget, not a step)"),
-    ("--step-size", "step_size", float, "length of one attack step (defaults: see each method)"),
+    ("--step-size", "step_size", float, "length of one attack step (mixed and arr with more than "
+                                        "one step: epsilon/4)"),
     ("--steps", "steps", int, "number of attack steps"),
-    ("--norm", "norm", str, "threat model norm: linf or l2"),
+    ("--norm", "norm", str, "threat model norm"),
     ("--beta", "beta", float, "TRADES weight of the KL term"),
     ("--lam", "lam", float, "weight of the regularizer (ARR, gradient penalties, GFA)"),
     ("--multiplier", "multiplier", float, "weight of the adversarial loss (mixed)"),
@@ -35,11 +43,14 @@ _METHOD_FLAGS = [
 
 
 def _build_parser():
-    from keras_advreg import architectures, benchmark, data, methods, presets, sweep
+    # Only TensorFlow-free modules: `--help` and `--version` must stay instant.
+    from keras_advreg import benchmark, presets, sweep
+    from keras_advreg.data import AUGMENTATIONS, DATASETS
 
     parser = argparse.ArgumentParser(
         prog="keras-advreg", description="Adversarial training and honest robustness evaluation "
                                          "for Keras models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
@@ -49,20 +60,22 @@ def _build_parser():
         epilog=f"Dataset presets (the literature's threat model and a recipe that trains; "
                f"each value applies when its flag is not given): {presets.describe()}.")
     train.add_argument("--dataset", default="digits",
-                       help=f"one of {', '.join(data.DATASETS)}, or a .npz file with x_train, "
+                       help=f"one of {', '.join(DATASETS)}, or a .npz file with x_train, "
                             f"y_train, x_test, y_test (default: digits, embedded, no download)")
     train.add_argument("--data-dir", default=None,
                        help="TensorFlow Datasets directory for a tfds --dataset (default: the "
                             "tfds default, ~/tensorflow_datasets); a directory with the data "
                             "already prepared works offline")
-    train.add_argument("--method", default="madry", choices=sorted(methods.METHODS),
-                       help="the defense (default: madry)")
-    for flag, _, kind, text in _METHOD_FLAGS:
-        train.add_argument(flag, type=kind, default=None, help=text + " (default: the method's)")
-    train.add_argument("--arch", default="small_cnn", choices=sorted(architectures.ARCHITECTURES),
+    train.add_argument("--method", default="madry", choices=sorted(catalog.METHOD_DEFAULTS),
+                       help="the defense (default: madry; each flag below lists the methods' "
+                            "defaults)")
+    for flag, keyword, kind, text in _METHOD_FLAGS:
+        train.add_argument(flag, type=kind, default=None, choices=catalog.CHOICES.get(keyword),
+                           help=f"{text}; default: {_method_defaults(keyword)}")
+    train.add_argument("--arch", default="small_cnn", choices=sorted(catalog.ARCHITECTURES),
                        help="architecture of the base model (default: small_cnn)")
     train.add_argument("--augment", default="auto",
-                       choices=["auto", "none", *[a for a in data.AUGMENTATIONS if a]],
+                       choices=["auto", "none", *[a for a in AUGMENTATIONS if a]],
                        help="batch augmentation; auto: crop_flip for CIFAR, crop for SVHN, "
                             "none otherwise (default: auto)")
     train.add_argument("--activation", default="relu", help="hidden activation (default: relu)")
@@ -118,10 +131,16 @@ def _build_parser():
                                    description="Attack a saved model; writes report.json, "
                                                "report.md and robustness_curve.png.")
     evaluate.add_argument("model", help="a .keras file (e.g. DIR/model.keras from `train`)")
-    evaluate.add_argument("--dataset", default="digits", help="as for `train` (its test split)")
-    evaluate.add_argument("--data-dir", default=None, help="as for `train`")
-    evaluate.add_argument("--epsilon", type=float, required=True, help="radius of the threat model")
-    evaluate.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model norm")
+    evaluate.add_argument("--dataset", default=None,
+                          help="as for `train` (its test split; default: the train run's, else "
+                               "digits)")
+    evaluate.add_argument("--data-dir", default=None,
+                          help="as for `train` (default: the train run's)")
+    evaluate.add_argument("--epsilon", type=float, default=None,
+                          help="radius of the threat model (default: the train run's; required "
+                               "without its config.json)")
+    evaluate.add_argument("--norm", default=None, choices=catalog.CHOICES["norm"],
+                          help="threat model norm (default: the train run's, else linf)")
     evaluate.add_argument("--suite", default="standard", choices=["standard", "fast"],
                           help="standard: APGD-CE, APGD-T, Square; fast: PGD-20, APGD-CE")
     evaluate.add_argument("--epsilons", type=float, nargs="+", default=None,
@@ -139,6 +158,38 @@ def _build_parser():
     benchmark.add_parser(commands)
     sweep.add_parser(commands)
     return parser
+
+
+def _method_defaults(keyword):
+    """Each method's default of `keyword`, grouped by value, for `--help`."""
+    if keyword == "step_size":
+        defaults = {name: _multiple_of_epsilon(factor)
+                    for name, factor in catalog.STEP_SIZES.items()}
+    else:
+        defaults = {name: _readable(arguments[keyword])
+                    for name, arguments in catalog.METHOD_DEFAULTS.items() if keyword in arguments}
+    groups = {}
+    for name, value in defaults.items():
+        groups.setdefault(value, []).append(name)
+    text = "; ".join(f"{value} for {', '.join(names)}" for value, names in groups.items())
+    if keyword in ("epsilon", "steps"):
+        return f"the dataset preset's, else the method's: {text}"
+    return f"the method's: {text}"
+
+
+def _readable(value):
+    """8/255 as "8/255=0.0314", other numbers as "%g"."""
+    if isinstance(value, float) and value != round(value, 4) and round(value * 255, 9) % 1 == 0:
+        return f"{round(value * 255)}/255={value:.4f}"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _multiple_of_epsilon(factor):
+    if factor == 1:
+        return "epsilon"
+    if (1 / factor).is_integer():
+        return f"epsilon/{1 / factor:g}"
+    return f"{factor:g}*epsilon"
 
 
 def _method_objective(args, preset=None):
@@ -381,12 +432,53 @@ def load_model(path, unsafe=False):
     return model.base_model if isinstance(model, AdvRegModel) else model
 
 
+def _evaluation_defaults(args):
+    """Fills --dataset, --data-dir, --epsilon and --norm from the train run's config.json.
+
+    The run is the folder of `args.model`; explicit flags win, and a run
+    trained without --epsilon or --norm evaluates at its method's defaults.
+    """
+    path = os.path.join(os.path.dirname(args.model), "config.json")
+    config = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} beside the model is not valid JSON: "
+                                 f"{error}.") from error
+    if config.get("command") != "train":
+        config = {}  # not the config of a `keras-advreg train` run
+    trained = config.get("method_arguments", {})
+    method = config.get("method")
+    filled = []
+    for key in ("dataset", "data_dir", "epsilon", "norm"):
+        if getattr(args, key) is not None:
+            continue
+        value, source = config.get(key), ""
+        if key in ("epsilon", "norm"):
+            value = trained.get(key)
+            if value is None and key in catalog.METHOD_DEFAULTS.get(method, {}):
+                value, source = catalog.METHOD_DEFAULTS[method][key], f" ({method}'s default)"
+        if value is not None:
+            setattr(args, key, value)
+            filled.append(f"--{key.replace('_', '-')} {value}{source}")
+    if args.epsilon is None:
+        raise ValueError(f"--epsilon is required: no train run's config.json beside "
+                         f"{args.model} gives one.")
+    args.dataset = args.dataset or "digits"
+    args.norm = args.norm or "linf"
+    if filled:
+        print(f"keras-advreg evaluate: from {path}: {', '.join(filled)}")
+
+
 def evaluate(args):
     """Evaluates a saved model under attack; writes report.json, report.md, robustness_curve.png."""
     import keras
 
     from keras_advreg import checks, data, evaluation
 
+    _evaluation_defaults(args)
     checks.number("epsilon", args.epsilon)
     checks.integer("batch_size", args.batch_size)
     if args.n_examples is not None:
@@ -432,7 +524,6 @@ _COMMANDS = {"train": train, "evaluate": evaluate, "benchmark": run_benchmark,
 
 def main(argv=None):
     """Runs the command line; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = _build_parser()
     args = parser.parse_args(argv)
     args.command_line = "keras-advreg " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -338,14 +338,14 @@ def sweep(method, parameter, values, *, dataset="digits", data_dir=None, epsilon
 
 def add_parser(subparsers):
     """Adds the `sweep` command to the `keras-advreg` sub-command parsers."""
-    from keras_advreg import architectures, methods
+    from keras_advreg import catalog
 
     parser = subparsers.add_parser(
         "sweep", help="grid-search one method argument on a validation split",
         description="Train one model per value of --parameter on the training split minus a "
                     "held-out validation part, evaluate each on that part (never the test "
                     "split), and choose the best value; writes sweep.json and sweep.md.")
-    parser.add_argument("--method", required=True, choices=sorted(methods.METHODS),
+    parser.add_argument("--method", required=True, choices=sorted(catalog.METHOD_DEFAULTS),
                         help="the defense whose argument is swept")
     parser.add_argument("--parameter", required=True,
                         help="the method argument to sweep (e.g. lam, beta, epsilon)")
@@ -358,10 +358,10 @@ def add_parser(subparsers):
     parser.add_argument("--epsilon", type=float, default=0.1,
                         help="radius of the evaluation, and the method's epsilon unless swept "
                              "(default: 0.1)")
-    parser.add_argument("--norm", default="linf", choices=["linf", "l2"],
+    parser.add_argument("--norm", default="linf", choices=catalog.CHOICES["norm"],
                         help="threat model norm (default: linf)")
     parser.add_argument("--arch", default="small_cnn",
-                        choices=sorted(architectures.ARCHITECTURES),
+                        choices=sorted(catalog.ARCHITECTURES),
                         help="architecture (default: small_cnn)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per value (default: 5)")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")

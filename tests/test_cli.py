@@ -60,7 +60,6 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv, fragment", [
     (["--method", "madry", "--epsilon", "-0.1"], "epsilon"),
     (["--method", "madry", "--steps", "0"], "steps"),
-    (["--method", "madry", "--norm", "l3"], "norm"),
     (["--method", "madry", "--beta", "6"], "--beta does not apply"),
     (["--method", "trades", "--beta", "-1"], "beta"),
     (["--dataset", "imagenet"], "dataset"),
@@ -273,3 +272,78 @@ def test_benchmark_findings_need_more_than_sampling_error():
            "**not resolved**" in text
     assert "`hybrid`: 0.950 vs 0.700, **held**" in text
     assert "30.00x the standard model's, **held**" in text
+
+
+@pytest.mark.parametrize("flag, value, choices", [
+    ("--norm", "Linf", "'linf', 'l2'"),
+    ("--distance", "kl_divergence", "'kl', 'l2_probabilities', 'l2_logits'"),
+    ("--penalty", "double", "'double_backprop', 'finite_difference'"),
+])
+def test_train_method_flags_take_fixed_choices(flag, value, choices, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", flag, value, "--out", str(tmp_path / "o")])
+    assert exit.value.code == 2
+    assert f"argument {flag}: invalid choice: '{value}' (choose from {choices})" in (
+        capsys.readouterr().err)
+
+
+def test_train_help_shows_each_methods_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--epsilon EPSILON radius of the threat model (the attack budget, not a step); "
+            "default: the dataset preset's, else the method's: 8/255=0.0314 for madry,") in text
+    assert "grad_align; 0.031 for trades --step-size" in text
+    assert "default: the method's: epsilon/4 for madry, trades, hybrid, gfa;" in text
+    assert "7 for madry, hybrid, gfa; 1 for mixed, arr; 10 for trades" in text
+    assert "l2 for gradient_regularization" in text
+
+
+def test_benchmark_needs_out(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["benchmark", "--methods", "standard"])
+    assert exit.value.code == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_evaluate_takes_dataset_epsilon_and_norm_from_the_runs_config(trained_dir, tmp_path,
+                                                                     capsys):
+    out = tmp_path / "eval"
+    code = cli.main(["evaluate", str(trained_dir / "model.keras"), "--suite", "fast",
+                     "--n-examples", "16", "--epsilons", "0", "0.1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (f"from {trained_dir / 'config.json'}: --dataset digits, --epsilon 0.1, --norm linf "
+            f"(madry's default)") in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert report["epsilon"] == 0.1 and report["norm"] == "linf" and report["n_examples"] == 16
+
+
+def _evaluation_args(model, *flags):
+    return cli._build_parser().parse_args(["evaluate", str(model), *flags, "--out", "unused"])
+
+
+def test_evaluate_defaults_fall_back_to_the_methods_and_lose_to_flags(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "command": "train", "dataset": "mnist", "data_dir": "/tfds", "method": "trades",
+        "epsilon": None, "norm": None, "method_arguments": {"steps": 2}}))
+    args = _evaluation_args(tmp_path / "model.keras", "--norm", "l2")
+    cli._evaluation_defaults(args)
+    assert (args.dataset, args.data_dir, args.epsilon, args.norm) == ("mnist", "/tfds", 0.031,
+                                                                      "l2")
+    assert "--epsilon 0.031 (trades's default)" in capsys.readouterr().out
+    args = _evaluation_args(tmp_path / "model.keras", "--dataset", "digits", "--epsilon", "0.2")
+    cli._evaluation_defaults(args)
+    assert (args.dataset, args.data_dir, args.epsilon, args.norm) == ("digits", "/tfds", 0.2,
+                                                                      "linf")
+
+
+def test_evaluate_without_epsilon_or_config_is_an_error(tmp_path, capsys):
+    code, err = _run(["evaluate", str(tmp_path / "model.keras"), "--out", str(tmp_path / "e")],
+                     capsys)
+    assert code == 2 and "--epsilon is required" in err
+    (tmp_path / "config.json").write_text(json.dumps({"command": "train", "method": "standard",
+                                                      "method_arguments": {}}))
+    code, err = _run(["evaluate", str(tmp_path / "model.keras"), "--out", str(tmp_path / "e")],
+                     capsys)
+    assert code == 2 and "--epsilon is required" in err
