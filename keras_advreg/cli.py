@@ -33,7 +33,7 @@ _METHOD_FLAGS = [
                                         "one step: epsilon/4)"),
     ("--steps", "steps", int, "number of attack steps"),
     ("--norm", "norm", str, "threat model norm"),
-    ("--beta", "beta", float, "TRADES weight of the KL term"),
+    ("--beta", "beta", float, "weight of the KL term (TRADES, MART)"),
     ("--lam", "lam", float, "weight of the regularizer (ARR, gradient penalties, GFA)"),
     ("--multiplier", "multiplier", float, "weight of the adversarial loss (mixed)"),
     ("--distance", "distance", str, "ARR distance: kl, l2_probabilities or l2_logits"),
