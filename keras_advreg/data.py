@@ -47,6 +47,7 @@ _TFDS_NUM_CLASSES = {
 }
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_EXPECTED = f"a .npz archive (numpy.savez) of numeric arrays {', '.join(_NPZ_KEYS)}"
 
 # Examples per chunk when materializing a tfds split into NumPy.
 _TFDS_CHUNK = 10_000
@@ -130,10 +131,8 @@ def load_dataset(name_or_path="digits", *, data_dir=None):
     if name_or_path.lower().endswith(".npz"):
         return _load_npz(name_or_path)
     if name_or_path not in DATASETS and os.path.isfile(name_or_path):
-        raise ValueError(
-            f"Argument `dataset`: {name_or_path!r} is not a .npz file. A dataset file "
-            f"must be a .npz archive (numpy.savez) of numeric arrays "
-            f"{', '.join(_NPZ_KEYS)}.")
+        raise ValueError(f"Argument `dataset`: {name_or_path!r} is not a .npz file; a "
+                         f"dataset file must be {_NPZ_EXPECTED}.")
     if name_or_path not in DATASETS:
         raise ValueError(
             f"Unknown value for argument `dataset`: {name_or_path!r}. "
@@ -583,12 +582,10 @@ def _load_npz(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Argument `dataset`: the .npz file {path!r} does not exist.")
-    expected = (f"an .npz archive (numpy.savez) of numeric arrays "
-                f"{', '.join(_NPZ_KEYS)}")
     # np.load reads anything else as a pickle, which allow_pickle=False refuses.
     if not zipfile.is_zipfile(path):
         raise ValueError(f"Argument `dataset`: {path!r} is not a .npz file (not a zip "
-                         f"archive); expected {expected}.")
+                         f"archive); expected {_NPZ_EXPECTED}.")
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in _NPZ_KEYS if k not in f.files]
         if missing:
@@ -603,7 +600,7 @@ def _load_npz(path):
                 arrays[key] = f[key]
             except ValueError as error:  # object arrays need pickle
                 raise ValueError(f"{key} in {path!r} is not a numeric array ({error}); "
-                                 f"expected {expected}.") from None
+                                 f"expected {_NPZ_EXPECTED}.") from None
     for key in _NPZ_KEYS:
         if arrays[key].size == 0:
             raise ValueError(f"{key} in {path!r} is empty (shape {arrays[key].shape}).")

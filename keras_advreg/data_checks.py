@@ -3,8 +3,9 @@
 They catch what would otherwise train silently on garbage or fail deep inside
 TensorFlow: empty data, NaN inputs, inputs outside the attack box, inputs of
 another shape than the model's, labels that are not class indices in
-[0, num_classes), a model with more logits than classes, an l2 radius larger
-than the box, and a model that returns probabilities where logits are expected.
+[0, num_classes), a model with another number of logits than classes, an l2
+radius larger than the box, and a model that returns probabilities where
+logits are expected.
 """
 
 import warnings

@@ -66,6 +66,10 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
     (["--dataset", "imagenet"], "dataset"),
     (["--dataset", "/no/such/file.npz"], "does not exist"),
     (["--epochs", "0"], "epochs"),
+    (["--method", "madry", "--epsilon", "8"], "Did you mean 8/255 = 0.0314?"),
+    (["--method", "madry", "--epsilon", "0"], "use --method standard"),
+    (["--method", "trades", "--epsilon", "0"], "use --method standard"),
+    (["--method", "madry", "--epsilon", "9", "--norm", "l2"], "l2 diameter 8 "),
 ])
 def test_train_rejects_bad_arguments_before_training(argv, fragment, tmp_path, capsys):
     out = tmp_path / "out"
@@ -115,11 +119,53 @@ def test_evaluate_rejects_missing_and_corrupt_model_files(tmp_path, capsys):
     code, err = _run(["evaluate", str(tmp_path / "none.keras"), "--epsilon", "0.1",
                       "--out", str(tmp_path / "e")], capsys)
     assert code == 2 and "does not exist" in err
-    corrupt = tmp_path / "corrupt.keras"
+    model = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                      keras.layers.Dense(10)]).save(model)
+    truncated, corrupt = tmp_path / "truncated.keras", tmp_path / "corrupt.keras"
+    truncated.write_bytes(model.read_bytes()[:100])
     corrupt.write_bytes(b"not a zip file")
-    code, err = _run(["evaluate", str(corrupt), "--epsilon", "0.1", "--out",
-                      str(tmp_path / "e")], capsys)
-    assert code == 2 and "could not load" in err
+    for path in (truncated, corrupt):
+        code, err = _run(["evaluate", str(path), "--epsilon", "0.1", "--out",
+                          str(tmp_path / "e")], capsys)
+        assert code == 2 and f"{str(path)!r} is not a complete .keras file" in err
+        assert "--unsafe" not in err and "File not found" not in err
+
+
+@pytest.mark.parametrize("layers, fragment", [
+    ([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)],
+     "expects inputs of shape (28, 28, 1), dataset 'digits' has (8, 8, 1)"),
+    ([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(12)],
+     "outputs 12 logits, for dataset 'digits' with 10 classes"),
+], ids=["input_shape", "logits"])
+def test_evaluate_rejects_a_model_that_does_not_fit_the_dataset(layers, fragment, tmp_path,
+                                                                capsys):
+    path = tmp_path / "other.keras"
+    keras.Sequential(layers).save(path)
+    code, err = _run(["evaluate", str(path), "--epsilon", "0.1", "--out", str(tmp_path / "e")],
+                     capsys)
+    assert code == 2 and f"model file {str(path)!r} " in err and fragment in err
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--epsilon", "8"], "Did you mean 8/255 = 0.0314?"),
+    (["--epsilon", "0"], "`epsilon` must be > 0"),
+    (["--epsilon", "9", "--norm", "l2"], "l2 diameter 8 "),
+], ids=["linf_8", "zero", "l2_beyond_box"])
+def test_evaluate_rejects_a_meaningless_epsilon(argv, fragment, tmp_path, capsys):
+    code, err = _run(["evaluate", str(tmp_path / "never_loaded.keras"), *argv,
+                      "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and fragment in err
+
+
+def test_empty_test_split_is_named(tmp_path, capsys):
+    path = tmp_path / "empty_test.npz"
+    x = np.random.rand(20, 8, 8).astype("float32")
+    np.savez(path, x_train=x, y_train=np.arange(20) % 10, x_test=x[:0], y_test=np.zeros(0, int))
+    code, err = _run(["train", "--dataset", str(path), "--out", str(tmp_path / "o"),
+                      *FAST_TRAIN[2:]], capsys)
+    assert code == 2 and f"x_test in {str(path)!r} is empty" in err
 
 
 def test_evaluate_refuses_code_in_model_file_without_unsafe(tmp_path, capsys):
