@@ -6,6 +6,7 @@ bad hyperparameter fails when the object is built, before any training step.
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -87,3 +88,64 @@ def box(clip_min, clip_max):
         raise ValueError(
             f"`clip_max` must be > `clip_min`, got clip_min={clip_min}, clip_max={clip_max}.")
     return clip_min, clip_max
+
+
+def box_diameter(norm, clip_min, clip_max, input_size=None):
+    """The largest distance between two points of the box, in `norm`.
+
+    Args:
+        norm: a canonical norm name ("linf", "l2" or "l1").
+        clip_min: the smallest valid input value.
+        clip_max: the largest valid input value.
+        input_size: the number of values of one input; needed for "l2" and "l1".
+
+    Returns:
+        The diameter, or None when it depends on an unknown `input_size`.
+    """
+    width = clip_max - clip_min
+    if norm == "linf":
+        return width
+    if input_size is None:
+        return None
+    return width * {"l2": math.sqrt(input_size), "l1": input_size}[norm]
+
+
+def radius(epsilon, norm, clip_min, clip_max, input_size=None, name="epsilon"):
+    """Raises if the threat model's radius `epsilon` exceeds the box's diameter.
+
+    Such a ball holds every valid input, so robust accuracy is 0 by
+    construction: almost always a unit mistake, e.g. `8` for `8/255`.
+    For "l2" and "l1" the diameter needs `input_size`; without it nothing is
+    checked.
+
+    Returns:
+        `epsilon`.
+    """
+    diameter = box_diameter(norm, clip_min, clip_max, input_size)
+    if diameter is None or epsilon <= diameter:
+        return epsilon
+    width = clip_max - clip_min
+    intended = epsilon / 255 * width
+    hint = ""
+    if epsilon >= 1 and intended <= diameter:
+        fraction = f"{epsilon:g}/255" if width == 1 else f"{epsilon:g}/255 of the box width"
+        hint = f" Did you mean {fraction} = {intended:.4f}?"
+    raise ValueError(
+        f"`{name}` = {epsilon:g} is larger than the {norm} diameter {diameter:.4g} of the "
+        f"input box [{clip_min:g}, {clip_max:g}]: the ball would hold every valid input. "
+        f"`{name}` is in input units.{hint}")
+
+
+def step_size(step, epsilon, steps, name="step_size"):
+    """Warns when a multi-step attack's `step_size` exceeds its radius `epsilon`.
+
+    Every step would then overshoot the ball and be projected back, so the
+    iterates jump between its faces instead of ascending the loss. A single
+    step (FGSM, FGSM-RS's 1.25 epsilon) is left alone.
+    """
+    if steps > 1 and step > epsilon:
+        warnings.warn(
+            f"`{name}` = {step:g} is larger than `epsilon` = {epsilon:g} for a {steps}-step "
+            f"attack: each step leaves the ball and is projected back. `{name}` is one "
+            f"step's length (e.g. epsilon / 4), not the radius.", stacklevel=3)
+    return step

@@ -11,11 +11,13 @@ so a failed run destroys nothing already there.
 import argparse
 import inspect
 import json
+import math
 import os
 import platform
 import shutil
 import sys
 import tempfile
+import zipfile
 
 from keras_advreg import __version__, catalog
 
@@ -302,6 +304,9 @@ def train(args):
         raise ValueError("--jit works only with --strategy default: XLA compilation fails "
                          "under MirroredStrategy in TensorFlow 2.21.")
     objective, method_kwargs, method_filled = _method_objective(args, preset)
+    if not method_kwargs.get("epsilon", 1) > 0:
+        raise ValueError(f"--epsilon must be > 0, got {args.epsilon}: --method {args.method} at "
+                         f"epsilon 0 is standard training; use --method standard for that.")
     filled.update(method_filled)
     if (args.warmup_epochs or args.warmup_start) and len(objective) < 2:
         raise ValueError(f"--warmup-epochs/--warmup-start need a regularizer term; --method "
@@ -423,11 +428,20 @@ def load_model(path, unsafe=False):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist.")
+    damaged = ValueError(f"model file {path!r} is not a complete .keras file (truncated or "
+                         f"not a Keras archive).")
+    # A .keras file is a zip archive; legacy .h5 files are not.
+    if not path.endswith(".h5") and not zipfile.is_zipfile(path):
+        raise damaged
     try:
         model = keras.saving.load_model(path, safe_mode=not unsafe)
+    except zipfile.BadZipFile as error:
+        raise damaged from error
     except Exception as error:  # Keras raises many types for a bad file
-        hint = ("" if unsafe else " If the file is yours and holds custom code (e.g. a Lambda "
-                "layer), Keras safe mode refused to run it: pass --unsafe only if you trust it.")
+        refused = not unsafe and "safe_mode" in str(error)
+        hint = (" If the file is yours and holds custom code (e.g. a Lambda layer), Keras "
+                "safe mode refused to run it: pass --unsafe only if you trust it."
+                if refused else "")
         raise ValueError(f"could not load model file {path!r}: {error}.{hint}") from error
     return model.base_model if isinstance(model, AdvRegModel) else model
 
@@ -472,6 +486,16 @@ def _evaluation_defaults(args):
         print(f"keras-advreg evaluate: from {path}: {', '.join(filled)}")
 
 
+def _check_model_fits(model, path, dataset):
+    """Raises unless the model takes the dataset's images and has one logit per class."""
+    from keras_advreg import data_checks
+
+    model_name, data_name = f"model file {path!r}", f"dataset {dataset.name!r}"
+    data_checks.check_input_shape(model, dataset.input_shape, model_name, data_name)
+    outputs = model(dataset.x_test[:1], training=False)
+    data_checks.check_num_classes(outputs.shape[-1], dataset.num_classes, model_name, data_name)
+
+
 def evaluate(args):
     """Evaluates a saved model under attack; writes report.json, report.md, robustness_curve.png."""
     import keras
@@ -479,14 +503,17 @@ def evaluate(args):
     from keras_advreg import checks, data, evaluation
 
     _evaluation_defaults(args)
-    checks.number("epsilon", args.epsilon)
+    checks.number("epsilon", args.epsilon, strict=True)
+    checks.radius(args.epsilon, args.norm, 0.0, 1.0)  # the data's box
     checks.integer("batch_size", args.batch_size)
     if args.n_examples is not None:
         checks.integer("n_examples", args.n_examples)
     if args.baseline is not None and not os.path.isfile(args.baseline):
         raise FileNotFoundError(f"--baseline {args.baseline!r} does not exist.")
     dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
+    checks.radius(args.epsilon, args.norm, 0.0, 1.0, input_size=math.prod(dataset.input_shape))
     model = load_model(args.model, unsafe=args.unsafe)
+    _check_model_fits(model, args.model, dataset)
     baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
     keras.utils.set_random_seed(args.seed)
     with _StagedOutput(args.out) as staging:

@@ -31,6 +31,7 @@ import dataclasses
 import os
 import socket
 import urllib.parse
+import zipfile
 
 import numpy as np
 
@@ -46,6 +47,7 @@ _TFDS_NUM_CLASSES = {
 }
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_EXPECTED = f"a .npz archive (numpy.savez) of numeric arrays {', '.join(_NPZ_KEYS)}"
 
 # Examples per chunk when materializing a tfds split into NumPy.
 _TFDS_CHUNK = 10_000
@@ -103,8 +105,9 @@ def load_dataset(name_or_path="digits", *, data_dir=None):
         labels in `[0, num_classes)`.
 
     Raises:
-        ValueError: If the name is unknown, a `.npz` file lacks keys, the
-            data contains NaN, out-of-range images or bad labels, or a tfds
+        ValueError: If the name is unknown, a file is not a `.npz` archive
+            of numeric arrays, lacks keys or has an empty array, the data
+            contains NaN, out-of-range images or bad labels, or a tfds
             dataset is not prepared in `data_dir` and its download host
             cannot be reached (checked with a 3 s connection timeout rather
             than tfds's minutes of retries).
@@ -127,6 +130,9 @@ def load_dataset(name_or_path="digits", *, data_dir=None):
             f"{type(name_or_path).__name__}.")
     if name_or_path.lower().endswith(".npz"):
         return _load_npz(name_or_path)
+    if name_or_path not in DATASETS and os.path.isfile(name_or_path):
+        raise ValueError(f"Argument `dataset`: {name_or_path!r} is not a .npz file; a "
+                         f"dataset file must be {_NPZ_EXPECTED}.")
     if name_or_path not in DATASETS:
         raise ValueError(
             f"Unknown value for argument `dataset`: {name_or_path!r}. "
@@ -576,6 +582,10 @@ def _load_npz(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Argument `dataset`: the .npz file {path!r} does not exist.")
+    # np.load reads anything else as a pickle, which allow_pickle=False refuses.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"Argument `dataset`: {path!r} is not a .npz file (not a zip "
+                         f"archive); expected {_NPZ_EXPECTED}.")
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in _NPZ_KEYS if k not in f.files]
         if missing:
@@ -584,7 +594,16 @@ def _load_npz(path):
                 f"{', '.join(missing)} (found: "
                 f"{', '.join(f.files) or 'none'}). It must contain "
                 f"{', '.join(_NPZ_KEYS)}.")
-        arrays = {k: f[k] for k in _NPZ_KEYS}
+        arrays = {}
+        for key in _NPZ_KEYS:
+            try:
+                arrays[key] = f[key]
+            except ValueError as error:  # object arrays need pickle
+                raise ValueError(f"{key} in {path!r} is not a numeric array ({error}); "
+                                 f"expected {_NPZ_EXPECTED}.") from None
+    for key in _NPZ_KEYS:
+        if arrays[key].size == 0:
+            raise ValueError(f"{key} in {path!r} is empty (shape {arrays[key].shape}).")
 
     images = {}
     for key in ("x_train", "x_test"):
@@ -668,6 +687,8 @@ def _finish(name, x_train, y_train, x_test, y_test, num_classes):
     y_train = np.asarray(y_train).reshape(-1).astype(np.int64)
     y_test = np.asarray(y_test).reshape(-1).astype(np.int64)
     for key, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) == 0:
+            raise ValueError(f"{name}: x_{key} is empty (0 examples).")
         if np.isnan(x).any():
             raise ValueError(f"{name}: x_{key} contains NaN values.")
         if len(x) != len(y):

@@ -226,28 +226,36 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         self.check_data(x, y)
         return super().evaluate(x, y, **kwargs)
 
-    def check_data(self, x, y=None, validation_data=None):
+    def check_data(self, x, y=None, validation_data=None, num_classes=None):
         """Raises a clear `ValueError` for data that cannot be trained on as given.
 
-        NaN or infinite inputs, inputs outside the attacks' `[clip_min, clip_max]`,
-        labels outside `[0, num_classes)`; warns when the base model returns
-        probabilities instead of logits. Arrays are checked whole, a
-        `tf.data.Dataset` through its first batch.
+        Empty or NaN or infinite inputs, inputs outside the attacks'
+        `[clip_min, clip_max]` or of another shape than the base model's, labels
+        that are not class indices in `[0, num_classes)`, a model with another
+        number of logits than classes, an l2 attack radius beyond the box's
+        diameter; warns when the base model returns probabilities instead of
+        logits. Arrays are checked whole, a `tf.data.Dataset` through its first
+        batch.
 
         Args:
             x: inputs, or a dataset of `(x, y)` batches.
             y: labels, or None with a dataset.
             validation_data: `(x, y)` or a dataset, or None.
+            num_classes: the number of classes; None takes the largest label
+                of the training arrays + 1.
         """
         box = ((min(a.clip_min for a in self.attacks), max(a.clip_max for a in self.attacks))
                if self.attacks else None)
-        data_checks.check_data(self.base_model, x, y, box=box)
+        if num_classes is not None:
+            num_classes = checks.integer("num_classes", num_classes, minimum=2)
+        common = {"box": box, "attacks": self.attacks, "num_classes": num_classes}
+        data_checks.check_data(self.base_model, x, y, **common)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
-            data_checks.check_data(self.base_model, validation_data[0], validation_data[1], box=box,
-                                   argument="validation_data")
+            data_checks.check_data(self.base_model, validation_data[0], validation_data[1],
+                                   argument="validation_data", all_classes=False, **common)
         elif validation_data is not None:
-            data_checks.check_data(self.base_model, validation_data, None, box=box,
-                                   argument="validation_data")
+            data_checks.check_data(self.base_model, validation_data, None,
+                                   argument="validation_data", all_classes=False, **common)
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, "seed": self.seed,

@@ -165,14 +165,17 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
                          "None and put any masking inside the model.")
 
     box = {"norm": norm, "clip_min": clip_min, "clip_max": clip_max}
+    # Without `pgd_epsilon` NSL never projects onto a ball. In linf the box's width
+    # is a ball that never binds, and the largest radius an attack accepts.
+    never_binds = clip_max - clip_min if norm == "linf" else math.inf
     if random_init and epsilon is None:
         # NSL: start in the ball of radius adv_step_size, then never project.
-        attack = NSLPGD(start_radius=step, epsilon=(steps + 1) * step, step_size=step,
-                        steps=steps, **box)
+        attack = NSLPGD(start_radius=step, epsilon=min((steps + 1) * step, never_binds),
+                        step_size=step, steps=steps, **box)
     elif random_init:
         attack = PGD(epsilon=epsilon, step_size=step, steps=steps, random_start=True, **box)
     else:
-        radius = steps * step if epsilon is None else epsilon
+        radius = min(steps * step, never_binds) if epsilon is None else epsilon
         if steps == 1:
             attack = FGSM(epsilon=radius, step_size=step, **box)
         else:

@@ -1,5 +1,7 @@
 """Tests of attacks: the ball/box contract, hand-computed FGSM, losses, bad input, strength."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -235,6 +237,31 @@ def test_bad_arguments_raise_naming_the_argument():
         _pgd_bad(kwargs, argument)
     for kwargs, argument in _FGSM_BAD:
         _fgsm_bad(kwargs, argument)
+
+
+def test_epsilon_beyond_the_box_raises_with_the_likely_intent():
+    with pytest.raises(ValueError, match=r"linf diameter 1 .*8/255 = 0\.0314"):
+        PGD(epsilon=8)
+    with pytest.raises(ValueError, match=r"`epsilon` = 8 .*\[0, 1\]"):
+        kar.methods.madry(epsilon=8)
+    with pytest.raises(ValueError, match=r"`epsilon` = 3 .*\[0, 2\]"):
+        FGSM(epsilon=3, clip_max=2)
+    with pytest.raises(ValueError, match=r"l2 diameter 8 .*40/255 = 0\.1569"):
+        kar.checks.radius(40.0, "l2", 0.0, 1.0, input_size=64)
+    assert kar.checks.radius(8.0, "l2", 0.0, 1.0, input_size=64) == 8.0
+    assert PGD(epsilon=1.0).epsilon == 1.0  # the whole box is still a valid budget
+    # An unbounded DeepFool has no radius to check, even in a box narrower than 1.
+    attacks.DeepFool(norm="linf", clip_max=0.5)
+
+
+def test_step_larger_than_epsilon_warns_for_multi_step_attacks_only():
+    with pytest.warns(UserWarning, match=r"`step_size` = 0\.2 .* `epsilon` = 0\.1"):
+        PGD(epsilon=0.1, step_size=0.2, steps=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FGSM(epsilon=0.1, random_start=True)  # FGSM-RS's 1.25 epsilon step is by design
+        PGD(epsilon=0.1, step_size=0.2, steps=1)
+        kar.methods.fast_at(epsilon=0.1)
 
 
 def test_norm_aliases():

@@ -65,6 +65,10 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
     (["--dataset", "imagenet"], "dataset"),
     (["--dataset", "/no/such/file.npz"], "does not exist"),
     (["--epochs", "0"], "epochs"),
+    (["--method", "madry", "--epsilon", "8"], "Did you mean 8/255 = 0.0314?"),
+    (["--method", "madry", "--epsilon", "0"], "use --method standard"),
+    (["--method", "trades", "--epsilon", "0"], "use --method standard"),
+    (["--method", "madry", "--epsilon", "9", "--norm", "l2"], "l2 diameter 8 "),
 ])
 def test_train_rejects_bad_arguments_before_training(argv, fragment, tmp_path, capsys):
     out = tmp_path / "out"
@@ -114,11 +118,53 @@ def test_evaluate_rejects_missing_and_corrupt_model_files(tmp_path, capsys):
     code, err = _run(["evaluate", str(tmp_path / "none.keras"), "--epsilon", "0.1",
                       "--out", str(tmp_path / "e")], capsys)
     assert code == 2 and "does not exist" in err
-    corrupt = tmp_path / "corrupt.keras"
+    model = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                      keras.layers.Dense(10)]).save(model)
+    truncated, corrupt = tmp_path / "truncated.keras", tmp_path / "corrupt.keras"
+    truncated.write_bytes(model.read_bytes()[:100])
     corrupt.write_bytes(b"not a zip file")
-    code, err = _run(["evaluate", str(corrupt), "--epsilon", "0.1", "--out",
-                      str(tmp_path / "e")], capsys)
-    assert code == 2 and "could not load" in err
+    for path in (truncated, corrupt):
+        code, err = _run(["evaluate", str(path), "--epsilon", "0.1", "--out",
+                          str(tmp_path / "e")], capsys)
+        assert code == 2 and f"{str(path)!r} is not a complete .keras file" in err
+        assert "--unsafe" not in err and "File not found" not in err
+
+
+@pytest.mark.parametrize("layers, fragment", [
+    ([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)],
+     "expects inputs of shape (28, 28, 1), dataset 'digits' has (8, 8, 1)"),
+    ([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(12)],
+     "outputs 12 logits, for dataset 'digits' with 10 classes"),
+], ids=["input_shape", "logits"])
+def test_evaluate_rejects_a_model_that_does_not_fit_the_dataset(layers, fragment, tmp_path,
+                                                                capsys):
+    path = tmp_path / "other.keras"
+    keras.Sequential(layers).save(path)
+    code, err = _run(["evaluate", str(path), "--epsilon", "0.1", "--out", str(tmp_path / "e")],
+                     capsys)
+    assert code == 2 and f"model file {str(path)!r} " in err and fragment in err
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--epsilon", "8"], "Did you mean 8/255 = 0.0314?"),
+    (["--epsilon", "0"], "`epsilon` must be > 0"),
+    (["--epsilon", "9", "--norm", "l2"], "l2 diameter 8 "),
+], ids=["linf_8", "zero", "l2_beyond_box"])
+def test_evaluate_rejects_a_meaningless_epsilon(argv, fragment, tmp_path, capsys):
+    code, err = _run(["evaluate", str(tmp_path / "never_loaded.keras"), *argv,
+                      "--out", str(tmp_path / "e")], capsys)
+    assert code == 2 and fragment in err
+
+
+def test_empty_test_split_is_named(tmp_path, capsys):
+    path = tmp_path / "empty_test.npz"
+    x = np.random.rand(20, 8, 8).astype("float32")
+    np.savez(path, x_train=x, y_train=np.arange(20) % 10, x_test=x[:0], y_test=np.zeros(0, int))
+    code, err = _run(["train", "--dataset", str(path), "--out", str(tmp_path / "o"),
+                      *FAST_TRAIN[2:]], capsys)
+    assert code == 2 and f"x_test in {str(path)!r} is empty" in err
 
 
 def test_evaluate_refuses_code_in_model_file_without_unsafe(tmp_path, capsys):
@@ -272,6 +318,13 @@ def test_benchmark_findings_need_more_than_sampling_error():
            "**not resolved**" in text
     assert "`hybrid`: 0.950 vs 0.700, **held**" in text
     assert "30.00x the standard model's, **held**" in text
+    # Without madry, no comparison with it (it printed "PGD-AT's nan"); two zeros test nothing.
+    db, fd = (f"gradient_regularization:penalty={p},lam=1"
+              for p in ("double_backprop", "finite_difference"))
+    text = "\n".join(benchmark.findings({"standard": row(0.0), "gfa": row(0.6, distance=3.0),
+                                         db: row(0.0), fd: row(0.0)}, n_examples=200))
+    assert "nan" not in text and "suite accuracy 0.600. Our GFA" in text
+    assert "not testable here, both have no robust accuracy" in text
 
 
 @pytest.mark.parametrize("flag, value, choices", [
@@ -293,9 +346,10 @@ def test_train_help_shows_each_methods_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert ("--epsilon EPSILON radius of the threat model (the attack budget, not a step); "
             "default: the dataset preset's, else the method's: 8/255=0.0314 for madry,") in text
+    assert "--beta BETA weight of the KL term (TRADES, MART); default: the method's: 6" in text
     assert "grad_align; 0.031 for trades --step-size" in text
-    assert "default: the method's: epsilon/4 for madry, trades, hybrid, gfa;" in text
-    assert "7 for madry, hybrid, gfa; 1 for mixed, arr; 10 for trades" in text
+    assert "default: the method's: epsilon/4 for madry, trades, mart, hybrid, gfa;" in text
+    assert "7 for madry, hybrid, gfa; 1 for mixed, arr; 10 for trades, mart" in text
     assert "l2 for gradient_regularization" in text
 
 

@@ -1,5 +1,7 @@
 """Tests for keras_advreg.data: loaders, conventions, errors, tf.data."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -262,6 +264,38 @@ def test_npz_missing_keys(tmp_path):
     assert "y_test" in message
     assert "missing" in message
     assert "k.npz" in message
+
+
+@pytest.mark.parametrize("name, content", [
+    ("notes.txt", b"x_train,y_train\n"),
+    ("text.npz", b"hello\n"),
+    ("saved.npz", pickle.dumps({"x_train": [0.5]})),
+], ids=["txt", "text_as_npz", "pickle_as_npz"])
+def test_files_that_are_not_npz_archives_are_named(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        data.load_dataset(str(path))
+    message = str(err.value)
+    assert name in message and "not a .npz file" in message
+    assert "x_train, y_train, x_test, y_test" in message
+    assert "pickled (object) data" not in message  # numpy's words, naming no file
+
+
+def test_npz_object_arrays_are_named(tmp_path):
+    x = np.zeros((2, 3, 3), np.uint8)
+    path = _save(tmp_path / "o.npz", x_train=x, y_train=np.array(["a", None], dtype=object),
+                 x_test=x, y_test=np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"y_train in .*o\.npz.* is not a numeric array"):
+        data.load_dataset(path)
+
+
+def test_npz_empty_split_is_named(tmp_path):
+    x = np.zeros((2, 3, 3), np.uint8)
+    path = _save(tmp_path / "e.npz", x_train=x, y_train=np.array([0, 1]),
+                 x_test=x[:0], y_test=np.array([], np.int64))
+    with pytest.raises(ValueError, match=r"x_test in .*e\.npz.* is empty"):
+        data.load_dataset(path)
 
 
 def test_npz_float_out_of_range(tmp_path):

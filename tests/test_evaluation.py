@@ -7,7 +7,7 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from keras_advreg.attacks import APGD, PGD, Square
-from keras_advreg.evaluation import evaluate_robustness
+from keras_advreg.evaluation import curves, evaluate_robustness
 
 
 def digits_model(epochs=5):
@@ -72,6 +72,29 @@ def test_fast_suite_on_a_dataset_with_hessian_and_baseline(digits, report):
     assert list(fast.attacks) == ["pgd20", "apgd_ce"] and fast.n_examples == 40
     assert fast.hessian_spectral_norm > 0 and "c_bound" in fast.bounds
     assert set(fast.improvement_ratio) >= {"ratio", "relative_error_increase"}
+
+
+def test_data_the_model_cannot_take_raises_before_any_attack(digits):
+    model, x, y = digits
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(8, 8, 1\), `data` has "
+                                         r"\(28, 28, 1\)"):
+        evaluate_robustness(model, (np.zeros((4, 28, 28, 1), "float32"), y[:4]), 0.1,
+                            progress=False)
+    with pytest.raises(ValueError, match="`data` is empty"):
+        evaluate_robustness(model, (x[:0], y[:0]), 0.1, progress=False)
+    with pytest.raises(ValueError, match="`data` must be integer class indices"):
+        evaluate_robustness(model, (x[:8], y[:8].astype(str)), 0.1, progress=False)
+    with pytest.raises(ValueError, match="outputs 10 logits, for `data` with 12 classes"):
+        evaluate_robustness(model, (x[:8], y[:8]), 0.1, num_classes=12, progress=False)
+    with pytest.raises(ValueError, match=r"8/255 = 0\.0314"):
+        evaluate_robustness(model, (x[:8], y[:8]), 8, progress=False)
+    with pytest.raises(ValueError, match="l2 diameter 8 "):
+        evaluate_robustness(model, (x[:8], y[:8]), 9.0, norm="l2", progress=False)
+
+
+def test_curve_attack_fits_a_box_narrower_than_one():
+    attack = curves.curve_attack("linf", 0.0, 0.5)
+    assert attack.epsilon == 0.5 and attack.step_size == pytest.approx(2.5 * 0.5 / 20)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -376,6 +376,44 @@ def test_labels_out_of_range_raise():
     _assert_unchanged(model, before)
 
 
+def test_data_the_model_cannot_take_raises_before_training():
+    x, y = _data()
+    model = _compiled()
+    before = _weights(model)
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(4,\), `x` has \(5,\)"):
+        model.fit(np.random.rand(16, 5).astype("float32"), y, verbose=0)
+    with pytest.raises(ValueError, match="`x` is empty"):
+        model.fit(x[:0], y[:0], verbose=0)
+    with pytest.raises(ValueError, match="`y` must be integer class indices.*<U1"):
+        model.fit(x, np.array(list("abcd") * 4), verbose=0)
+    with pytest.raises(ValueError, match="`validation_data` must be integer class indices"):
+        model.fit(x, y, validation_data=(x, y.astype(str)), verbose=0)
+    _assert_unchanged(model, before)
+
+
+def test_more_logits_than_classes_raise():
+    x, y = _data(k=3)
+    model = _compiled(base=keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)]))
+    before = _weights(model)
+    with pytest.raises(ValueError, match="outputs 5 logits, for `y` with 3 classes"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="outputs 5 logits, for `y` with 3 classes"):
+        model.check_data(x, y, num_classes=3)
+    _assert_unchanged(model, before)
+    # A validation set may miss a class; declared classes settle it.
+    model = _compiled()
+    model.check_data(x, y, validation_data=(x[:2], np.zeros(2, int)))
+    model.check_data(x[:2], np.zeros(2, int), num_classes=3)
+
+
+def test_l2_epsilon_beyond_the_box_diameter_raises():
+    x, y = _data()  # 4 inputs in [0, 1]: the l2 diameter is 2
+    model = _compiled(kar.methods.madry(epsilon=2.5, norm="l2", steps=2))
+    with pytest.raises(ValueError, match="l2 diameter 2"):
+        model.fit(x, y, verbose=0)
+    _compiled(kar.methods.madry(epsilon=2.0, norm="l2", steps=2)).check_data(x, y)
+
+
 def test_nan_inputs_raise():
     x, y = _data()
     x[3, 1] = np.nan

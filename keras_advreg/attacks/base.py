@@ -40,6 +40,8 @@ class Attack:
         self.epsilon = checks.number("epsilon", epsilon)
         self.norm = checks.norm(norm)
         self.clip_min, self.clip_max = checks.box(clip_min, clip_max)
+        # l2 needs the input size: `AdvRegModel.check_data` and evaluation check it.
+        checks.radius(self.epsilon, self.norm, self.clip_min, self.clip_max)
 
     def __call__(self, model, x, y, scale=1.0, seed=None):
         """Returns adversarial examples for the batch `(x, y)`.

@@ -59,7 +59,8 @@ class DeepFool(Attack):
 
     def __init__(self, epsilon=None, steps=50, overshoot=0.02, norm="l2",
                  clip_min=0.0, clip_max=1.0):
-        super().__init__(1.0 if epsilon is None else epsilon, norm, clip_min, clip_max)
+        # Unbounded: the radius is unused, 0 passes the check against the box.
+        super().__init__(0.0 if epsilon is None else epsilon, norm, clip_min, clip_max)
         self.bounded = epsilon is not None
         self.steps = checks.integer("steps", steps, minimum=1)
         self.overshoot = checks.number("overshoot", overshoot)

@@ -58,6 +58,7 @@ class PGD(Attack):
             step_size = self.epsilon / 4
         self.step_size = checks.number("step_size", step_size)
         self.steps = checks.integer("steps", steps, minimum=1)
+        checks.step_size(self.step_size, self.epsilon, self.steps)
         self.random_start = checks.choice("random_start", random_start, _RANDOM_STARTS)
         self.restarts = checks.integer("restarts", restarts, minimum=1)
         self.loss = checks.choice("loss", loss, ATTACK_LOSSES)

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 
+from keras_advreg import checks
 from keras_advreg.attacks import PGD
 
 # The default grid, as multiples of the evaluation epsilon.
@@ -31,14 +32,14 @@ def check_grid(epsilons):
 
 def unbounded_epsilon(norm, input_shape, clip_min=0.0, clip_max=1.0):
     """A budget that reaches every point of the box: its diameter in `norm`."""
-    width = clip_max - clip_min
-    dims = int(np.prod(input_shape))
-    return {"linf": width, "l2": width * math.sqrt(dims)}[norm]
+    return checks.box_diameter(norm, clip_min, clip_max, int(np.prod(input_shape)))
 
 
 def curve_attack(norm, clip_min=0.0, clip_max=1.0):
-    """PGD-20 with unit budget; called with `scale=epsilon` (step 2.5 eps / 20)."""
-    return PGD(epsilon=1.0, step_size=2.5 / PGD_STEPS, steps=PGD_STEPS, norm=norm,
+    """PGD-20 (step 2.5 eps / 20) whose budget is the box width, the largest a
+    linf attack may have; run it at radius eps with `scale=eps / attack.epsilon`."""
+    width = clip_max - clip_min
+    return PGD(epsilon=width, step_size=2.5 * width / PGD_STEPS, steps=PGD_STEPS, norm=norm,
                clip_min=clip_min, clip_max=clip_max)
 
 
@@ -52,7 +53,7 @@ def accuracy_at(runner, attack, x, y, correct, epsilon):
 
 
 def robustness_curve(runner, x, y, correct, grid, attack, tick=lambda: None):
-    """Accuracy under `attack` at each epsilon of `grid`.
+    """Accuracy under `attack` at each epsilon of `grid` (`scale=epsilon / attack.epsilon`).
 
     Returns:
         `(curve, robust_by_epsilon)`: a list of `{epsilon, accuracy}` and a dict
@@ -60,7 +61,7 @@ def robustness_curve(runner, x, y, correct, grid, attack, tick=lambda: None):
     """
     curve, robust_by_epsilon = [], {}
     for epsilon in grid:
-        robust = accuracy_at(runner, attack, x, y, correct, epsilon)
+        robust = accuracy_at(runner, attack, x, y, correct, epsilon / attack.epsilon)
         robust_by_epsilon[epsilon] = robust
         curve.append({"epsilon": epsilon, "accuracy": float(robust.mean())})
         tick()

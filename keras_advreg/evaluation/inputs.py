@@ -34,6 +34,8 @@ def as_arrays(data, n_examples=None):
                          f"of `(x, y)` batches, got {type(data).__name__}.")
     if len(x) != len(y):
         raise ValueError(f"`x` and `y` differ in length: {len(x)} vs {len(y)}.")
+    data_checks.check_not_empty(x, "data")
+    data_checks.check_label_dtype(y, "data")
     if n_examples is not None:
         n_examples = checks.integer("n_examples", n_examples, minimum=1)
         if n_examples > len(x):

@@ -146,7 +146,7 @@ def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline,
 
 def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_examples=None,
                         epsilons=None, batch_size=128, seed=0, baseline=None, progress=True,
-                        hessian=False, clip_min=0.0, clip_max=1.0):
+                        hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None):
     """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
 
     Runs the suite (each attack only on the points still robust, as
@@ -177,6 +177,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         hessian: estimate the Hessian spectral norm and the C-bound.
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
+        num_classes: the number of classes, which the model's outputs must
+            match; None checks only that every label is one of the outputs
+            (`data` may be a few examples missing some classes).
 
     Returns:
         A `RobustnessReport`.
@@ -197,9 +200,13 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     attacks = resolve_suite(suite, epsilon, norm, clip)
     grid = curves.check_grid(epsilons) if epsilons is not None else curves.default_grid(epsilon)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
+    if num_classes is not None:
+        num_classes = checks.integer("num_classes", num_classes, minimum=2)
     baseline = _baseline_dict(baseline)
     x, y_raw = inputs.as_arrays(data, n_examples)
     data_checks.check_box(x, clip, "data", tolerance=1e-6)
+    data_checks.check_input_shape(model, x.shape[1:], data_name="`data`")
+    checks.radius(epsilon, norm, *clip, input_size=int(np.prod(x.shape[1:])))
     keras.utils.set_random_seed(seed)
 
     runner = Runner(model, x.shape[1:], batch_size)
@@ -207,6 +214,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     logits = runner.logits(x)
     if logits.ndim != 2:
         raise ValueError(f"The model must output logits of shape (batch, classes), got {logits.shape}.")
+    if num_classes is not None:
+        data_checks.check_num_classes(logits.shape[1], num_classes, data_name="`data`")
     y = data_checks.checked_labels(y_raw, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
 
@@ -226,11 +235,12 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     curve, by_epsilon = curves.robustness_curve(runner, x, y, correct, grid, pgd, tick)
     pgd_at_eps = by_epsilon.get(epsilon)
     if pgd_at_eps is None:
-        pgd_at_eps = curves.accuracy_at(runner, pgd, x, y, correct, epsilon)
+        pgd_at_eps = curves.accuracy_at(runner, pgd, x, y, correct, epsilon / pgd.epsilon)
         tick()
     big = curves.unbounded_epsilon(norm, x.shape[1:], *clip)
     unbounded = {"epsilon": big,
-                 "accuracy": float(curves.accuracy_at(runner, pgd, x, y, correct, big).mean())}
+                 "accuracy": float(curves.accuracy_at(runner, pgd, x, y, correct,
+                                                      big / pgd.epsilon).mean())}
     tick()
     extra = _check_attacks(runner, x, y, correct, epsilon, norm, clip, tick)
     worst = robust & pgd_at_eps & np.all(list(extra.values()), axis=0)
