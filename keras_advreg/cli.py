@@ -332,8 +332,9 @@ def train(args):
             epochs=args.epochs, backup_dir=backup, seed=args.seed,
             augment=augment and data.AUGMENTATIONS[augment], callbacks=callbacks,
             config=config, validation_data=_batched(data, validation, args.batch_size),
-            verbose=args.verbose)
+            verbose=args.verbose, delete_backup=False)
         if not chief:
+            shutil.rmtree(backup)
             return
         base.save(os.path.join(staging, "model.keras"))
         problems = health.problems if health else []
@@ -345,6 +346,7 @@ def train(args):
             "health": problems,
             "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
             "versions": _versions()})
+    shutil.rmtree(backup)  # only now: a crash before it resumes with nothing lost
     print(f"Wrote {os.path.join(args.out, 'model.keras')}, config.json, history.json")
     for problem in problems:
         print(f"keras-advreg train: WARNING: training problem at epoch {problem['epoch']}: "

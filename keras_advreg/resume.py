@@ -161,15 +161,14 @@ def read_history(path):
 
 
 def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=None,
-                  callbacks=(), config=None, **fit_kwargs):
+                  callbacks=(), config=None, delete_backup=True, **fit_kwargs):
     """Fits `model` on arrays so that an interrupted run resumes where it stopped.
 
     Call it again with the same arguments after an interruption: it continues
     from the last finished epoch and, with deterministic ops
     (`tf.config.experimental.enable_op_determinism()`), ends with the same
     weights as an uninterrupted run. A call with another `config` is refused
-    rather than resumed. `backup_dir` is deleted when training ends; delete it
-    to start over.
+    rather than resumed. Delete `backup_dir` to start over.
 
     Args:
         model: a compiled `keras.Model` (e.g. an `AdvRegModel`).
@@ -183,6 +182,10 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=
         callbacks: more Keras callbacks.
         config: None, or the run's configuration (a JSON-serializable dict),
             stored with the backup and compared on resumption.
+        delete_backup: whether to delete `backup_dir` when training ends. Pass
+            False to delete it yourself once the model is saved, so that a
+            crash in between loses nothing: the same call then trains no more
+            epochs and returns the history again.
         **fit_kwargs: passed to `model.fit` (e.g. `validation_data`, `verbose`).
 
     Returns:
@@ -203,12 +206,17 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=
     os.makedirs(backup_dir, exist_ok=True)
     history_path = os.path.join(backup_dir, _HISTORY)
     steps = -(-len(x) // batch_size)
-    data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
-    model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-              shuffle=False, callbacks=[*callbacks, _EpochHistory(history_path),
-                                        _AtomicBackup(backup_dir, config, first_epoch > 0)],
-              **fit_kwargs)
+    backup = _AtomicBackup(backup_dir, config, restore=first_epoch > 0)
+    if first_epoch < epochs:
+        data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
+        model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  shuffle=False, callbacks=[*callbacks, _EpochHistory(history_path), backup],
+                  **fit_kwargs)
+    else:  # killed after the last epoch, before the backup was deleted
+        backup.set_model(model)
+        backup.on_train_begin()
     by_epoch = read_history(history_path)
-    shutil.rmtree(backup_dir)
+    if delete_backup:
+        shutil.rmtree(backup_dir)
     ordered = [by_epoch[str(e)] for e in range(epochs) if str(e) in by_epoch]
     return {key: [logs.get(key) for logs in ordered] for key in (ordered[0] if ordered else {})}

@@ -4,6 +4,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from keras_advreg import AdvRegModel, cli, data, evaluation
@@ -147,3 +148,26 @@ def test_failed_evaluate_keeps_the_old_report_and_leaves_nothing(tmp_path, monke
                       "--out", str(tmp_path / "new")], capsys)
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "new").exists() and not _leftovers(tmp_path, out)
+
+
+def test_crash_after_training_keeps_the_backup_and_trains_no_more(tmp_path, monkeypatch):
+    assert cli.main([*TRAIN, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies while saving its model
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            cli.main([*TRAIN, "--out", str(out)])
+    assert (out / cli.BACKUP_DIR).is_dir()
+    with monkeypatch.context() as patch:
+        _forbid(patch, AdvRegModel, "fit")
+        assert cli.main([*TRAIN, "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["config.json", "history.json", "model.keras"]
+    expected = keras.saving.load_model(tmp_path / "straight" / "model.keras").get_weights()
+    for a, b in zip(expected, keras.saving.load_model(out / "model.keras").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    history = json.loads((out / "history.json").read_text())
+    assert history == json.loads((tmp_path / "straight" / "history.json").read_text())
