@@ -6,6 +6,7 @@ second run out of a folder in use, and `replace_durably` moves a finished file
 into place so that readers see either the old file or the new one, whole.
 """
 
+import contextlib
 import fcntl
 import os
 
@@ -76,7 +77,8 @@ class FolderLock:
         return self
 
     def __exit__(self, *error):
-        os.remove(self.path)  # before unlocking: see __enter__
+        with contextlib.suppress(FileNotFoundError):  # the folder was deleted under us
+            os.remove(self.path)  # before unlocking: see __enter__
         os.close(self._fd)
         return False
 
