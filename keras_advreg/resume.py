@@ -80,7 +80,7 @@ class _EpochHistory(keras.callbacks.Callback):
         history[str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
         with open(self.path + ".tmp", "w") as f:
             json.dump(history, f)
-        os.replace(self.path + ".tmp", self.path)
+        run_folder.replace_durably(self.path + ".tmp", self.path)
 
 
 class _AtomicBackup(keras.callbacks.Callback):

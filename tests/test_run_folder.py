@@ -96,13 +96,16 @@ def test_second_run_on_the_same_out_is_refused(tmp_path, monkeypatch, capsys):
     assert sorted(os.listdir(out)) == ["config.json", "history.json", "model.keras"]
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_out_that_is_a_file_is_refused_before_any_work(command, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("argv", [
+    TRAIN,
+    ["evaluate", "model.keras", "--epsilon", "0.1"],
+    ["benchmark", "--methods", "standard"],
+    ["sweep", "--method", "arr", "--parameter", "lam", "--values", "1"],
+], ids=lambda argv: argv[0])
+def test_out_that_is_a_file_is_refused_before_any_work(argv, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     out.write_text("not a folder")
     _forbid(monkeypatch, data, "load_dataset")
-    argv = (TRAIN if command == "train" else
-            ["evaluate", str(tmp_path / "model.keras"), "--epsilon", "0.1"])
     code, err = _run([*argv, "--out", str(out)], capsys)
     assert code == 2
     assert f"--out {str(out)!r} must be a folder: it is a file" in err
