@@ -32,6 +32,7 @@ setup(
         "numpy>=1.26",
         "scipy>=1.11",  # Wilson intervals of the results tables
         "matplotlib>=3.8",
+        "h5py",  # Keras's own; resume.py also writes the backup's epoch into its file
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],

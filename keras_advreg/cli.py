@@ -3,9 +3,10 @@
     keras-advreg train --dataset digits --method madry --epsilon 0.1 --epochs 10 --out runs/madry
     keras-advreg evaluate runs/madry/model.keras --out runs/madry/eval
 
-Every argument is validated before any training step, and outputs are written
-to a temporary folder first and moved into `--out` only when the run succeeds,
-so a failed run destroys nothing already there.
+Every argument is validated before any training step, `--out` is locked while
+a run uses it, and outputs are written to a staging folder first and moved
+into `--out` only when the run succeeds, so a failed run destroys nothing
+already there.
 """
 
 import argparse
@@ -16,7 +17,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import zipfile
 
 from keras_advreg import __version__, catalog
@@ -128,6 +128,9 @@ def _build_parser():
                             f"OUT/{BACKUP_DIR} and the same command resumes it")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    train.add_argument("--restart", action="store_true",
+                       help=f"discard the backup in OUT/{BACKUP_DIR} and start over (a backup "
+                            f"of other arguments is refused otherwise)")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a model's robustness",
                                    description="Attack a saved model; writes report.json, "
@@ -245,26 +248,58 @@ def _training_defaults(args):
 
 
 class _StagedOutput:
-    """A temporary folder beside `out` whose files move into `out` on success."""
+    """The folder `out`, checked and locked, and a staging folder in it for the outputs.
 
-    def __init__(self, out):
+    Entering raises `ValueError` before any work when `out` cannot be a
+    writable folder or another run holds it. The outputs are written to the
+    staging folder and, only when the run succeeds, each renamed into `out`
+    (after a sync, so each file is the old one or the new one, whole): a failed
+    run destroys nothing already there. The staging folder, the lock and an
+    `out` created for a run that wrote nothing are removed on any exit.
+
+    Args:
+        out: the output folder.
+        worker: None, or the index of a multi-worker task, which then gets a
+            lock and a staging folder of its own.
+    """
+
+    def __init__(self, out, worker=None):
         self.out = os.path.abspath(out)
+        self.name = ".keras-advreg" + ("" if worker is None else f"-worker{worker}")
 
     def __enter__(self):
-        parent = os.path.dirname(self.out)
-        os.makedirs(parent, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix=".keras-advreg-", dir=parent)
+        from keras_advreg import run_folder
+
+        run_folder.check_output(self.out)
+        self.created = not os.path.isdir(self.out)
+        os.makedirs(self.out, exist_ok=True)
+        self.lock = None
+        try:
+            self.lock = run_folder.FolderLock(self.out, self.name + ".lock").__enter__()
+            self.path = os.path.join(self.out, self.name + ".staging")
+            shutil.rmtree(self.path, ignore_errors=True)  # left by a killed run
+            os.mkdir(self.path)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
         return self.path
 
     def __exit__(self, error_type, error, traceback):
-        if error_type is None:
-            os.makedirs(self.out, exist_ok=True)
-            for name in os.listdir(self.path):
-                target = os.path.join(self.out, name)
-                if os.path.isdir(target):
-                    shutil.rmtree(target)
-                os.replace(os.path.join(self.path, name), target)
-        shutil.rmtree(self.path, ignore_errors=True)
+        from keras_advreg import run_folder
+
+        try:
+            if error_type is None:
+                for name in os.listdir(self.path):
+                    target = os.path.join(self.out, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target)
+                    run_folder.replace_durably(os.path.join(self.path, name), target)
+        finally:
+            if self.lock is not None:
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.lock.__exit__(None, None, None)
+            if self.created and not os.listdir(self.out):
+                os.rmdir(self.out)
         return False
 
 
@@ -314,24 +349,34 @@ def train(args):
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
     strategy = distribute.make_strategy(args.strategy)
     distribute.check_batch_size(args.batch_size, strategy)
-    dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
-    augment = (data.default_augmentation(args.dataset) if args.augment == "auto"
-               else None if args.augment == "none" else args.augment)
     # Under multi-worker training every worker runs this command; only the chief writes.
     chief = strategy.extended.should_checkpoint
-    backup = os.path.join(args.out, BACKUP_DIR if chief else
-                          f"{BACKUP_DIR}-worker{distribute.tf_config()['task']['index']}")
+    worker = None if chief else distribute.tf_config()["task"]["index"]
+    backup = os.path.join(args.out, BACKUP_DIR if chief else f"{BACKUP_DIR}-worker{worker}")
+    # What a backup must match to be resumed: all but what cannot change the result.
+    config = {key: value for key, value in vars(args).items()
+              if key not in ("command", "command_line", "out", "verbose", "restart")}
 
-    keras.utils.set_random_seed(args.seed)
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.mixed_precision.set_global_policy(args.precision)
-    with strategy.scope():
-        base, model = _build_model(args, dataset, objective)
-    n_val = min(args.validation_examples, len(dataset.x_test))
-    validation = (dataset.x_test[:n_val], dataset.y_test[:n_val]) if n_val else None
+    with _StagedOutput(args.out, worker) as staging:
+        if args.restart:
+            shutil.rmtree(backup, ignore_errors=True)
+        try:
+            resume.check_backup(backup, config)  # before loading anything
+        except resume.BackupError as error:
+            raise resume.BackupError(f"{error} --restart discards it and starts over.") from None
+        dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
+        augment = (data.default_augmentation(args.dataset) if args.augment == "auto"
+                   else None if args.augment == "none" else args.augment)
 
-    with _StagedOutput(args.out) as staging:
+        keras.utils.set_random_seed(args.seed)
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.mixed_precision.set_global_policy(args.precision)
+        with strategy.scope():
+            base, model = _build_model(args, dataset, objective)
+        n_val = min(args.validation_examples, len(dataset.x_test))
+        validation = (dataset.x_test[:n_val], dataset.y_test[:n_val]) if n_val else None
+
         # All arrays are checked here; fit itself checks only the first batch.
         model.check_data(dataset.x_train, dataset.y_train, validation)
         callbacks = _callbacks(args, model)
@@ -342,8 +387,10 @@ def train(args):
             model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
             epochs=args.epochs, backup_dir=backup, seed=args.seed,
             augment=augment and data.AUGMENTATIONS[augment], callbacks=callbacks,
-            validation_data=_batched(data, validation, args.batch_size), verbose=args.verbose)
+            config=config, validation_data=_batched(data, validation, args.batch_size),
+            verbose=args.verbose, delete_backup=False)
         if not chief:
+            shutil.rmtree(backup)
             return
         base.save(os.path.join(staging, "model.keras"))
         problems = health.problems if health else []
@@ -355,6 +402,7 @@ def train(args):
             "health": problems,
             "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
             "versions": _versions()})
+    shutil.rmtree(backup)  # only now: a crash before it resumes with nothing lost
     print(f"Wrote {os.path.join(args.out, 'model.keras')}, config.json, history.json")
     for problem in problems:
         print(f"keras-advreg train: WARNING: training problem at epoch {problem['epoch']}: "
@@ -510,13 +558,14 @@ def evaluate(args):
         checks.integer("n_examples", args.n_examples)
     if args.baseline is not None and not os.path.isfile(args.baseline):
         raise FileNotFoundError(f"--baseline {args.baseline!r} does not exist.")
-    dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
-    checks.radius(args.epsilon, args.norm, 0.0, 1.0, input_size=math.prod(dataset.input_shape))
-    model = load_model(args.model, unsafe=args.unsafe)
-    _check_model_fits(model, args.model, dataset)
-    baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
-    keras.utils.set_random_seed(args.seed)
     with _StagedOutput(args.out) as staging:
+        dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
+        checks.radius(args.epsilon, args.norm, 0.0, 1.0,
+                      input_size=math.prod(dataset.input_shape))
+        model = load_model(args.model, unsafe=args.unsafe)
+        _check_model_fits(model, args.model, dataset)
+        baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
+        keras.utils.set_random_seed(args.seed)
         report = evaluation.evaluate_robustness(
             model, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
             suite=args.suite, n_examples=args.n_examples, epsilons=args.epsilons,
@@ -529,8 +578,9 @@ def evaluate(args):
 
 def run_benchmark(args):
     """Trains and attacks every method; writes results.md, results.json, the curves' PNG."""
-    from keras_advreg import benchmark, checks
+    from keras_advreg import benchmark, checks, run_folder
 
+    run_folder.check_output(args.out)  # before hours of training, not after
     checks.number("epsilon", args.epsilon)
     checks.integer("epochs", args.epochs)
     checks.integer("batch_size", args.batch_size)
@@ -540,8 +590,9 @@ def run_benchmark(args):
 
 def run_sweep(args):
     """Grid search of one method argument on a held-out part of the training data."""
-    from keras_advreg import sweep
+    from keras_advreg import run_folder, sweep
 
+    run_folder.check_output(args.out)
     sweep.run(args)
 
 

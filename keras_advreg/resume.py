@@ -1,22 +1,31 @@
 """Training that survives interruption: run the same call again and it resumes.
 
-Keras's `BackupAndRestore` restores the weights, the optimizer (with its
-iteration count, from which `AdvRegModel` derives each step's attack seed) and
-the epoch. Two things it cannot restore are handled here: the order of the
-data, which is a stateless shuffle keyed by (seed, epoch) so epoch k sees the
-same batches whether or not the run was interrupted before it; and the history
-of the epochs run before the interruption, kept beside the backup.
+The backup holds the weights, the optimizer (with its iteration count, from
+which `AdvRegModel` derives each step's attack seed), the epoch and the run's
+configuration, in one file replaced atomically at each epoch's end. Two more
+things are handled here: the order of the data, which is a stateless shuffle
+keyed by (seed, epoch) so epoch k sees the same batches whether or not the run
+was interrupted before it; and the history of the epochs run before the
+interruption, kept beside the backup.
 """
 
 import json
 import os
 import shutil
 
+import h5py
 import keras
 import tensorflow as tf
 
+from keras_advreg import run_folder
+
 _HISTORY = "history.json"
-_METADATA = "training_metadata.json"  # written by keras.callbacks.BackupAndRestore
+_STATE = "state.weights.h5"  # save_weights wants this suffix
+_STATE_ATTRIBUTE = "keras_advreg_backup"  # the epoch and configuration, as JSON
+
+
+class BackupError(ValueError):
+    """A backup that cannot resume this run: unreadable, or of another configuration."""
 
 
 def epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment=None):
@@ -71,7 +80,76 @@ class _EpochHistory(keras.callbacks.Callback):
         history[str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
         with open(self.path + ".tmp", "w") as f:
             json.dump(history, f)
-        os.replace(self.path + ".tmp", self.path)
+        run_folder.replace_durably(self.path + ".tmp", self.path)
+
+
+class _AtomicBackup(keras.callbacks.Callback):
+    """Restores the backup at the start of `fit`, replaces it at each epoch's end.
+
+    `keras.callbacks.BackupAndRestore` rewrites its weights file in place and
+    its epoch in a second file, so a kill during the write leaves a truncated
+    file that no rerun can load. Here the weights, the optimizer, the epoch and
+    the configuration go into one temporary file beside the backup, which is
+    synced and renamed over it: a crash at any instant leaves one complete
+    backup, the previous or the new one.
+    """
+
+    def __init__(self, backup_dir, config, restore):
+        super().__init__()
+        self.path = os.path.join(backup_dir, _STATE)
+        self.config = config
+        self.restore = restore
+
+    def on_train_begin(self, logs=None):
+        if not self.restore:
+            return
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # its variables must exist to load
+        try:
+            self.model.load_weights(self.path)
+        except (OSError, ValueError) as error:
+            raise BackupError(f"could not load the backup {self.path}: {error}") from error
+
+    def on_epoch_end(self, epoch, logs=None):
+        temporary = os.path.join(os.path.dirname(self.path), "writing." + _STATE)
+        self.model.save_weights(temporary)
+        with h5py.File(temporary, "r+") as f:
+            f.attrs[_STATE_ATTRIBUTE] = json.dumps({"epoch": epoch + 1, "config": self.config})
+        run_folder.replace_durably(temporary, self.path)
+
+
+def check_backup(backup_dir, config=None):
+    """The epoch a run resumes from, after checking its backup can resume it.
+
+    Args:
+        backup_dir: the folder of the backup.
+        config: None, or the run's configuration (a JSON-serializable dict);
+            a backup written with another one is refused.
+
+    Returns:
+        The number of epochs the backup holds (0 when there is none).
+
+    Raises:
+        BackupError: the backup is unreadable, or its configuration differs
+            from `config` (the message lists each difference, old -> new).
+    """
+    path = os.path.join(backup_dir, _STATE)
+    if not os.path.exists(path):
+        return 0
+    try:
+        with h5py.File(path, "r") as f:
+            state = json.loads(f.attrs[_STATE_ATTRIBUTE])
+    except (OSError, KeyError, ValueError) as error:
+        raise BackupError(f"the backup {path} is unreadable ({error}).") from error
+    if config is not None:
+        old, new = state["config"] or {}, json.loads(json.dumps(config))
+        changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}"
+                   for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+        if changed:
+            raise BackupError(f"the backup in {backup_dir} is of a run with other arguments "
+                              f"({', '.join(changed)}).")
+    return int(state["epoch"])
 
 
 def read_history(path):
@@ -83,13 +161,14 @@ def read_history(path):
 
 
 def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=None,
-                  callbacks=(), **fit_kwargs):
+                  callbacks=(), config=None, delete_backup=True, **fit_kwargs):
     """Fits `model` on arrays so that an interrupted run resumes where it stopped.
 
     Call it again with the same arguments after an interruption: it continues
     from the last finished epoch and, with deterministic ops
     (`tf.config.experimental.enable_op_determinism()`), ends with the same
-    weights as an uninterrupted run. `backup_dir` is deleted when training ends.
+    weights as an uninterrupted run. A call with another `config` is refused
+    rather than resumed. Delete `backup_dir` to start over.
 
     Args:
         model: a compiled `keras.Model` (e.g. an `AdvRegModel`).
@@ -101,31 +180,43 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=
         seed: the seed of the data order and the augmentation.
         augment: None, or a batch augmentation `fn(images, seed)`.
         callbacks: more Keras callbacks.
+        config: None, or the run's configuration (a JSON-serializable dict),
+            stored with the backup and compared on resumption.
+        delete_backup: whether to delete `backup_dir` when training ends. Pass
+            False to delete it yourself once the model is saved, so that a
+            crash in between loses nothing: the same call then trains no more
+            epochs and returns the history again.
         **fit_kwargs: passed to `model.fit` (e.g. `validation_data`, `verbose`).
 
     Returns:
         The history of the whole run, `{metric: [value per epoch]}`.
+
+    Raises:
+        BackupError: before training, when the backup is unreadable or of
+            another configuration (see `check_backup`).
 
     Example:
 
     >>> history = resumable_fit(model, x, y, batch_size=64, epochs=10,  # doctest: +SKIP
     ...                         backup_dir="runs/madry/.backup", seed=0)
     """
-    keras_backup = os.path.join(backup_dir, "keras")  # BackupAndRestore deletes it at the end
-    os.makedirs(keras_backup, exist_ok=True)
-    first_epoch = 0
-    metadata = os.path.join(keras_backup, _METADATA)
-    if os.path.exists(metadata):
-        with open(metadata) as f:
-            first_epoch = int(json.load(f)["epoch"])
+    first_epoch = check_backup(backup_dir, config)
+    if not first_epoch:  # what a run killed in its first epoch left is no backup
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    os.makedirs(backup_dir, exist_ok=True)
     history_path = os.path.join(backup_dir, _HISTORY)
     steps = -(-len(x) // batch_size)
-    data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
-    model.fit(data, epochs=epochs, steps_per_epoch=steps, shuffle=False,
-              callbacks=[*callbacks, _EpochHistory(history_path),
-                         keras.callbacks.BackupAndRestore(keras_backup)],
-              **fit_kwargs)
+    backup = _AtomicBackup(backup_dir, config, restore=first_epoch > 0)
+    if first_epoch < epochs:
+        data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
+        model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                  shuffle=False, callbacks=[*callbacks, _EpochHistory(history_path), backup],
+                  **fit_kwargs)
+    else:  # killed after the last epoch, before the backup was deleted
+        backup.set_model(model)
+        backup.on_train_begin()
     by_epoch = read_history(history_path)
-    shutil.rmtree(backup_dir)
+    if delete_backup:
+        shutil.rmtree(backup_dir)
     ordered = [by_epoch[str(e)] for e in range(epochs) if str(e) in by_epoch]
     return {key: [logs.get(key) for logs in ordered] for key in (ordered[0] if ordered else {})}
