@@ -364,6 +364,8 @@ def _log_callbacks(args):
 
     if args.logdir is None:
         return []
+    if os.path.exists(args.logdir) and not os.path.isdir(args.logdir):
+        raise ValueError(f"--logdir {args.logdir!r} is a file, not a folder.")
     os.makedirs(args.logdir, exist_ok=True)
     resuming = os.path.isdir(os.path.join(args.out, BACKUP_DIR))
     chosen = [keras.callbacks.CSVLogger(os.path.join(args.logdir, "training.csv"),

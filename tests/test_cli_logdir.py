@@ -83,3 +83,11 @@ def test_logdir_without_tensorboard_writes_the_csv_and_says_how_to_install(
     header, *rows = _rows(logdir)
     assert set(TERMS) <= set(header) and len(rows) == 1
     assert not glob.glob(str(logdir / "**" / "events.out.tfevents.*"), recursive=True)
+
+
+def test_logdir_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "logs").write_text("")
+    assert cli.main([*TRAIN, "--epochs", "1", "--out", str(tmp_path / "run"),
+                     "--logdir", str(tmp_path / "logs")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model.keras").exists()
