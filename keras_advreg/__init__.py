@@ -16,10 +16,13 @@ _SUBMODULES = ("activations", "architectures", "attacks", "callbacks", "data", "
                "methods", "objectives", "schedules")
 
 
+_MODEL_EXPORTS = ("AdvRegModel", "NonFiniteLossError")
+
+
 def __getattr__(name):
-    if name == "AdvRegModel":
+    if name in _MODEL_EXPORTS:
         _import_all()
-        return importlib.import_module(f"{__name__}.model").AdvRegModel
+        return getattr(importlib.import_module(f"{__name__}.model"), name)
     if name in _SUBMODULES:
         _import_all()
         return importlib.import_module(f"{__name__}.{name}")
@@ -27,7 +30,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted({*globals(), *_SUBMODULES, "AdvRegModel"})
+    return sorted({*globals(), *_SUBMODULES, *_MODEL_EXPORTS})
 
 
 def _import_all():

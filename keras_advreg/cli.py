@@ -126,6 +126,11 @@ def _build_parser():
     train.add_argument("--out", required=True,
                        help=f"output folder; an interrupted run keeps its backup in "
                             f"OUT/{BACKUP_DIR} and the same command resumes it")
+    train.add_argument("--logdir", default=None,
+                       help="write every epoch's logs (loss, each objective term, metrics, "
+                            "val_*) to LOGDIR/training.csv and, with the tensorboard extra "
+                            "installed, as TensorBoard scalars in LOGDIR; a resumed run "
+                            "appends (default: none)")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     train.add_argument("--restart", action="store_true",
@@ -355,7 +360,7 @@ def train(args):
     backup = os.path.join(args.out, BACKUP_DIR if chief else f"{BACKUP_DIR}-worker{worker}")
     # What a backup must match to be resumed: all but what cannot change the result.
     config = {key: value for key, value in vars(args).items()
-              if key not in ("command", "command_line", "out", "verbose", "restart")}
+              if key not in ("command", "command_line", "out", "verbose", "restart", "logdir")}
 
     with _StagedOutput(args.out, worker) as staging:
         if args.restart:
@@ -382,6 +387,7 @@ def train(args):
         callbacks = _callbacks(args, model)
         health = _health_monitor(args, dataset, objective, preset, validation)
         callbacks += [health] if health else []
+        callbacks += _log_callbacks(args) if chief else []  # last: they see every log key
         # An interrupted run leaves its backup in --out; the same command resumes it.
         history = resume.resumable_fit(
             model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
@@ -439,6 +445,41 @@ def _callbacks(args, model):
         chosen.append(callbacks.LambdaWarmup(regularizer.name, target=regularizer.weight,
                                              start_epoch=args.warmup_start,
                                              ramp_epochs=args.warmup_epochs))
+    return chosen
+
+
+def _tensorboard_installed():
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _log_callbacks(args):
+    """A CSVLogger (and a TensorBoard callback when it is installed) for `--logdir`.
+
+    The CSV appends only when the run resumes from `--out`'s backup, so a fresh
+    run into the same folder starts a new file instead of adding rows under an
+    old header. Without tensorboard the CSV is written and a warning says how to
+    install it, rather than Keras failing at the end of the first epoch.
+    """
+    import keras
+
+    if args.logdir is None:
+        return []
+    if os.path.exists(args.logdir) and not os.path.isdir(args.logdir):
+        raise ValueError(f"--logdir {args.logdir!r} is a file, not a folder.")
+    os.makedirs(args.logdir, exist_ok=True)
+    resuming = os.path.isdir(os.path.join(args.out, BACKUP_DIR))
+    chosen = [keras.callbacks.CSVLogger(os.path.join(args.logdir, "training.csv"),
+                                        append=resuming)]
+    if _tensorboard_installed():
+        chosen.append(keras.callbacks.TensorBoard(args.logdir, write_graph=False))
+    else:
+        print(f"keras-advreg train: WARNING: tensorboard is not installed; writing only "
+              f"{os.path.join(args.logdir, 'training.csv')}. For TensorBoard logs: "
+              f'pip install "keras-advreg[tensorboard]"', file=sys.stderr)
     return chosen
 
 
@@ -610,6 +651,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as error:
         print(f"keras-advreg {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # NonFiniteLossError: the run diverged, the backup stays
+        print(f"keras-advreg {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

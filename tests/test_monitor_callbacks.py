@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_advreg as kar
 from keras_advreg.attacks import PGD
@@ -29,6 +30,34 @@ def test_monitor_logs_every_n_epochs_for_an_advreg_model():
         monitor, keras.callbacks.LambdaCallback(on_epoch_end=lambda e, l: logs.append(dict(l)))])
     assert ["val_robust_accuracy" in entry for entry in logs] == [False, True, False, True]
     assert all(0 <= v <= 1 for v in history.history["val_robust_accuracy"])
+
+
+def _fit_with_monitor(model, monitor):
+    x, y = _data()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model.fit(x, y, epochs=1, verbose=0, callbacks=[monitor]).history
+
+
+def test_monitor_defaults_to_the_training_threat_model():
+    x, y = _data()
+    objective = kar.methods.madry(epsilon=0.3, steps=2, norm="l2", clip_min=-1.0, clip_max=2.0)
+    monitor = RobustAccuracyMonitor(x[:16], y[:16])
+    history = _fit_with_monitor(kar.AdvRegModel(_model(), objective), monitor)
+    assert 0 <= history["val_robust_accuracy"][0] <= 1
+    config = monitor.attack.get_config()
+    assert (config["epsilon"], config["norm"], config["steps"]) == (0.3, "l2", 10)
+    assert (config["clip_min"], config["clip_max"]) == (-1.0, 2.0)
+
+
+def test_monitor_explicit_epsilon_wins_and_plain_models_warn():
+    x, y = _data()
+    monitor = RobustAccuracyMonitor(x[:16], y[:16], epsilon=0.05)
+    _fit_with_monitor(kar.AdvRegModel(_model(), kar.methods.madry(epsilon=0.3, steps=2)), monitor)
+    assert monitor.attack.epsilon == 0.05
+    monitor = RobustAccuracyMonitor(x[:16], y[:16])
+    with pytest.warns(UserWarning, match="no attack to copy the threat model"):
+        _fit_with_monitor(_model(), monitor)
+    assert monitor.attack.epsilon == 8 / 255
 
 
 class _Collapse(keras.callbacks.Callback):

@@ -84,7 +84,7 @@ def gradient_statistics(runner, x, y, norm):
     stats, cw = {}, None
     for name in _LOSSES:
         fn = runner.traced(("gradient", name), gradient_fn(runner.model, name))
-        loss, grad = runner.batched(fn, x, y)
+        loss, grad = runner.batched(fn, x, y, counted=True)
         flat = grad.reshape(len(x), -1).astype(np.float64)
         finite = np.all(np.isfinite(flat), axis=1)
         clean = np.where(np.isfinite(flat), flat, 0.0)
@@ -102,7 +102,7 @@ def gradient_statistics(runner, x, y, norm):
 def hessian_spectral_norm(runner, x, y, iterations=20):
     """Per-example Hessian spectral norms of the smooth CW loss."""
     fn = runner.traced(("hessian", iterations), hessian_norm_fn(runner.model, iterations))
-    return runner.batched(fn, x, y)
+    return runner.batched(fn, x, y, counted=True)
 
 
 def lower_bounds(cw_loss, cw_gradient, norm, curvature=None):

@@ -43,17 +43,27 @@ def curve_attack(norm, clip_min=0.0, clip_max=1.0):
                clip_min=clip_min, clip_max=clip_max)
 
 
-def accuracy_at(runner, attack, x, y, correct, epsilon):
-    """Per-example robustness (bool) to `attack` scaled to `epsilon`; wrong points stay wrong."""
+def accuracy_at(runner, attack, x, y, correct, epsilon=None, stage=None):
+    """Per-example robustness (bool) to `attack` at radius `epsilon`; wrong points stay wrong.
+
+    `epsilon` defaults to the attack's own; another radius runs the attack with
+    `scale=epsilon / attack.epsilon`. `stage` names the run in the runner's
+    progress display.
+    """
+    scale = 1.0 if epsilon is None else epsilon / attack.epsilon
     robust = correct.copy()
-    if epsilon > 0 and robust.any():
-        index = np.flatnonzero(robust)
-        robust[index[runner.fooled(attack, x[index], y[index], scale=epsilon)]] = False
+    index = np.flatnonzero(robust) if scale > 0 else np.zeros(0, int)
+    if stage is not None:
+        runner.stage(stage, len(index))
+    if len(index):
+        robust[index[runner.fooled(attack, x[index], y[index], scale=scale)]] = False
     return robust
 
 
-def robustness_curve(runner, x, y, correct, grid, attack, tick=lambda: None):
-    """Accuracy under `attack` at each epsilon of `grid` (`scale=epsilon / attack.epsilon`).
+def robustness_curve(runner, x, y, correct, grid, attack, name="curve"):
+    """Accuracy under `attack` at each epsilon of `grid`.
+
+    Each epsilon is a progress stage, `"{name} eps={epsilon}"`.
 
     Returns:
         `(curve, robust_by_epsilon)`: a list of `{epsilon, accuracy}` and a dict
@@ -61,8 +71,8 @@ def robustness_curve(runner, x, y, correct, grid, attack, tick=lambda: None):
     """
     curve, robust_by_epsilon = [], {}
     for epsilon in grid:
-        robust = accuracy_at(runner, attack, x, y, correct, epsilon / attack.epsilon)
+        robust = accuracy_at(runner, attack, x, y, correct, epsilon,
+                             stage=f"{name} eps={epsilon:g}")
         robust_by_epsilon[epsilon] = robust
         curve.append({"epsilon": epsilon, "accuracy": float(robust.mean())})
-        tick()
     return curve, robust_by_epsilon

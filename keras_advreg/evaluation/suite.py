@@ -11,6 +11,7 @@ from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
 from keras_advreg.evaluation import curves, inputs
 from keras_advreg.evaluation.checks import failure_messages, run_checks
+from keras_advreg.evaluation.progress import StageProgress
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.evaluation.runner import Runner
 
@@ -68,7 +69,7 @@ def _baseline_dict(baseline):
     raise ValueError(f"`baseline` must be None, a RobustnessReport or a dict, got {baseline!r}.")
 
 
-def run_suite(runner, attacks, x, y, correct, tick):
+def run_suite(runner, attacks, x, y, correct):
     """Runs each attack on the points still robust; returns accuracies and masks.
 
     Returns:
@@ -81,27 +82,27 @@ def run_suite(runner, attacks, x, y, correct, tick):
         name = attack_name(attack)
         name = name if name not in accuracy_after else f"{name}_{len(accuracy_after)}"
         index = np.flatnonzero(robust)
+        runner.stage(name, len(index))
         fooled = runner.fooled(attack, x[index], y[index])
         broken_by[name] = np.zeros_like(robust)
         broken_by[name][index[fooled]] = True
         robust[index[fooled]] = False
         accuracy_after[name], new_breaks[name] = float(robust.mean()), int(fooled.sum())
-        tick()
     return accuracy_after, new_breaks, robust, broken_by
 
 
-def _check_attacks(runner, x, y, correct, epsilon, norm, clip, tick):
+def _check_attacks(runner, x, y, correct, epsilon, norm, clip):
     """Stand-alone PGD-40, PGD-20 with 2 restarts and FGSM on every correct point."""
     robust = {}
     for key, attack in (("pgd_more_steps", _pgd(epsilon, norm, clip, steps=40)),
                         ("pgd_restarts", _pgd(epsilon, norm, clip, restarts=2)),
                         ("fgsm", FGSM(epsilon, norm=norm, clip_min=clip[0], clip_max=clip[1]))):
-        robust[key] = curves.accuracy_at(runner, attack, x, y, correct, 1.0)
-        tick()
+        robust[key] = curves.accuracy_at(runner, attack, x, y, correct,
+                                         stage=f"masking check {attack_name(attack)}")
     return robust
 
 
-def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip, tick):
+def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip):
     """Points Square broke that every white-box attack missed (runs Square if the suite had none)."""
     square_names = [n for n, a in zip(broken_by, attacks) if isinstance(a, Square)]
     if square_names:
@@ -111,20 +112,20 @@ def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm,
         return int(np.sum(square_broken & ~whitebox_broken)), robust
     square = Square(epsilon, n_queries=CHECK_SQUARE_QUERIES, norm=norm,
                     clip_min=clip[0], clip_max=clip[1])
-    after = curves.accuracy_at(runner, square, x, y, robust, 1.0)
-    tick()
+    after = curves.accuracy_at(runner, square, x, y, robust,
+                               stage=f"masking check square ({CHECK_SQUARE_QUERIES} queries)")
     return int(np.sum(robust & ~after)), after
 
 
-def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline, clean_acc, tick):
+def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline, clean_acc):
     """Gradient norms, DeepFool distances, optional Hessian norm, bounds, improvement ratio."""
+    runner.stage("gradient norms (cross_entropy, cw_margin)", len(x), calls=2)
     stats, cw_loss, cw_grad = bounds_lib.gradient_statistics(runner, x, y, norm)
-    tick()
     deepfool = DeepFool(norm=norm, clip_min=runner.clip[0], clip_max=runner.clip[1])
     fn = runner.traced(("deepfool", norm), lambda xb, yb: deepfool.minimal_distance(
         runner.model, xb, yb))
-    distance = runner.batched(fn, x, y)
-    tick()
+    runner.stage("deepfool minimal distances", len(x))
+    distance = runner.batched(fn, x, y, counted=True)
     found = correct & np.isfinite(distance)
     out = {"gradient_norms": stats,
            "mean_minimal_distance": float(distance[found].mean()) if found.any() else None,
@@ -132,9 +133,9 @@ def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline,
            "hessian_spectral_norm": None}
     curvature = None
     if hessian:
+        runner.stage("hessian spectral norm", len(x))
         curvature = float(np.max(bounds_lib.hessian_spectral_norm(runner, x, y)))
         out["hessian_spectral_norm"] = curvature
-        tick()
     per_image = bounds_lib.lower_bounds(cw_loss, cw_grad, norm, curvature)
     out["bounds"] = bounds_lib.summarize_bounds(per_image, epsilon, correct & ~robust,
                                                 distance, correct)
@@ -173,7 +174,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         batch_size: examples per attack call.
         seed: the random seed (global Keras/TF seed, set here).
         baseline: a `RobustnessReport` or its dict for the improvement ratio.
-        progress: show a `keras.utils.Progbar` over the stages.
+        progress: print each stage's name (the attack's name in the report,
+            "curve pgd20 eps=...", "masking check ...", ...) and a
+            `keras.utils.Progbar` over its batches.
         hessian: estimate the Hessian spectral norm and the C-bound.
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
@@ -209,7 +212,10 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     checks.radius(epsilon, norm, *clip, input_size=int(np.prod(x.shape[1:])))
     keras.utils.set_random_seed(seed)
 
-    runner = Runner(model, x.shape[1:], batch_size)
+    n_stages = (len(attacks) + len(grid) + (epsilon not in grid) + 1 + 3 + 2 + hessian
+                + (not any(isinstance(a, Square) for a in attacks)))
+    runner = Runner(model, x.shape[1:], batch_size,
+                    progress=StageProgress(n_stages, batch_size) if progress else None)
     runner.clip = clip
     logits = runner.logits(x)
     if logits.ndim != 2:
@@ -219,36 +225,25 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     y = data_checks.checked_labels(y_raw, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
 
-    n_stages = (len(attacks) + len(grid) + (epsilon not in grid) + 1 + 3 + 2 + hessian
-                + (not any(isinstance(a, Square) for a in attacks)))
-    bar = keras.utils.Progbar(n_stages, unit_name="stage") if progress else None
-    done = [0]
-
-    def tick():
-        done[0] += 1
-        if bar is not None:
-            bar.update(done[0])
-
-    accuracy_after, new_breaks, robust, broken_by = run_suite(runner, attacks, x, y, correct, tick)
+    accuracy_after, new_breaks, robust, broken_by = run_suite(runner, attacks, x, y, correct)
     suite_accuracy = float(robust.mean())
     pgd = curves.curve_attack(norm, *clip)
-    curve, by_epsilon = curves.robustness_curve(runner, x, y, correct, grid, pgd, tick)
+    name = f"curve pgd{curves.PGD_STEPS}"
+    curve, by_epsilon = curves.robustness_curve(runner, x, y, correct, grid, pgd, name)
     pgd_at_eps = by_epsilon.get(epsilon)
     if pgd_at_eps is None:
-        pgd_at_eps = curves.accuracy_at(runner, pgd, x, y, correct, epsilon / pgd.epsilon)
-        tick()
+        pgd_at_eps = curves.accuracy_at(runner, pgd, x, y, correct, epsilon,
+                                        stage=f"{name} eps={epsilon:g}")
     big = curves.unbounded_epsilon(norm, x.shape[1:], *clip)
-    unbounded = {"epsilon": big,
-                 "accuracy": float(curves.accuracy_at(runner, pgd, x, y, correct,
-                                                      big / pgd.epsilon).mean())}
-    tick()
-    extra = _check_attacks(runner, x, y, correct, epsilon, norm, clip, tick)
+    unbounded = {"epsilon": big, "accuracy": float(curves.accuracy_at(
+        runner, pgd, x, y, correct, big, stage=f"{name} eps={big:g} (the whole box)").mean())}
+    extra = _check_attacks(runner, x, y, correct, epsilon, norm, clip)
     worst = robust & pgd_at_eps & np.all(list(extra.values()), axis=0)
     square_only, worst = _square_only_breaks(runner, x, y, worst, broken_by, attacks,
-                                             epsilon, norm, clip, tick)
+                                             epsilon, norm, clip)
     clean_acc = float(correct.mean())
     regularity = _regularity(runner, x, y, correct, worst, epsilon, norm, hessian, baseline,
-                             clean_acc, tick)
+                             clean_acc)
     evidence = {"n": len(x), "curve": curve, "unbounded": unbounded,
                 "pgd": float(pgd_at_eps.mean()), "logits": logits,
                 "square_only_breaks": square_only,
