@@ -213,7 +213,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
             if found is None:
                 raise
             step, terms, gradient = found.groups()
-            what = ", ".join(filter(None, [
+            what = " and ".join(filter(None, [
                 terms and f"the loss term(s) {terms}",
                 gradient == "yes" and "the gradient of the total loss"]))
             raise NonFiniteLossError(

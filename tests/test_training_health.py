@@ -213,3 +213,13 @@ def test_without_the_step_check_the_monitor_stops_at_the_next_batch():
     assert "clean_loss, loss at batch 1;" in message
     assert monitor.problems[0]["epoch"] == 2
     assert not np.isfinite(base.get_weights()[0]).all()
+
+
+def test_cli_run_that_diverges_stops_at_the_step_and_names_the_terms(tmp_path, capsys):
+    code = cli.main(["train", "--method", "standard", "--arch", "mlp", "--optimizer", "sgd",
+                     "--lr", "1e12", "--epochs", "2", "--validation-examples", "0",
+                     "--verbose", "0", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "error: training stopped at step 3: the loss term(s) clean_loss and the gradient" in err
+    assert not (tmp_path / "run" / "model.keras").exists()
