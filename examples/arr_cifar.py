@@ -1,6 +1,6 @@
-"""Adversarial Robustness Regularization on CIFAR-10/100 (ARR; /work/shared/papers).
+"""Adversarial Robustness Regularization on CIFAR-10/100 (ARR).
 
-The ARR paper (papers/adversarial-robustness-regularization-ARR.txt, no arXiv
+The ARR paper ("Adversarial Robustness Regularization"; no authors or arXiv
 id in our copy) trains ResNet-18 with SGD, momentum 0.9, learning rate 0.1
 divided by 10 at epochs 100 and 150 (our copy breaks off at "15"; we read
 150 and assume 200 epochs). Objective: loss(x) + lambda KL(p(x) || p(x_adv)),

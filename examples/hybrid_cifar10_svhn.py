@@ -1,7 +1,8 @@
 """Hybrid robust optimization + gradient regularization on CIFAR-10 / SVHN.
 
-The hybrid paper (papers/hybrid-robust-optimization-gradient-regularization.txt,
-no arXiv id in our copy): ResNet-18, loss(x_adv) + (lambda / 2)
+The hybrid paper (Robert & Richard, "Defending Deep Learning Systems Against
+Adversarial Attacks via Robust Optimization and Gradient Regularization"; no
+arXiv id in our copy): ResNet-18, loss(x_adv) + (lambda / 2)
 ||grad_x loss(x_adv)||_2^2 with x_adv from PGD-7 (epsilon 8/255, step 2/255,
 random start) and the penalty at the same adversarial points; lambda warm-up
 (0 at first, then a linear ramp), a cyclic learning rate, SGD with momentum.

@@ -170,7 +170,7 @@ def mart(beta=6.0, epsilon=8 / 255, step_size=None, steps=10, norm="linf", clip_
 
 def arr(lam=1.0, epsilon=8 / 255, distance="kl", steps=1, step_size=None, norm="linf",
         clip_min=0.0, clip_max=1.0):
-    """Adversarial Robustness Regularization (ARR; papers/adversarial-robustness-regularization-ARR.txt).
+    """Adversarial Robustness Regularization (ARR).
 
     loss(x) + lam * mean_i d(f(x_i), f(x_adv_i)), with x_adv from a light
     cross-entropy attack (FGSM, or a few PGD steps) and d the KL divergence of
@@ -262,8 +262,9 @@ def hybrid(lam=0.1, epsilon=8 / 255, step_size=None, steps=7, norm="linf",
            clip_min=0.0, clip_max=1.0):
     """Adversarial training plus a gradient penalty at the adversarial points.
 
-    The hybrid objective of papers/hybrid-robust-optimization-gradient-
-    regularization.txt: loss(x_adv) + (lam / 2) ||grad_x loss(x_adv)||^2, with
+    The hybrid objective of Robert & Richard ("Defending Deep Learning Systems
+    Against Adversarial Attacks via Robust Optimization and Gradient
+    Regularization"): loss(x_adv) + (lam / 2) ||grad_x loss(x_adv)||^2, with
     x_adv from PGD-7 (step 2/255, epsilon 8/255, random start; the paper's
     CIFAR-10/SVHN setting) and the penalty taken at the same adversarial
     points (one attack object, so one attack and one forward pass serve both

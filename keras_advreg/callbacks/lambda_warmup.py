@@ -17,8 +17,9 @@ def ramp(epoch, start_epoch, ramp_epochs):
 class LambdaWarmup(keras.callbacks.Callback):
     """Warms up the weight (lambda, beta) of one objective term, epoch by epoch.
 
-    The hybrid paper's warm-up (papers/hybrid-robust-optimization-gradient-
-    regularization.txt, section 3): the weight is 0 before `start_epoch`, then
+    The hybrid paper's warm-up (Robert & Richard, "Defending Deep Learning
+    Systems Against Adversarial Attacks via Robust Optimization and Gradient
+    Regularization", section 3): the weight is 0 before `start_epoch`, then
     rises linearly and reaches `target` after `ramp_epochs` epochs. At the
     beginning of epoch e (0-based):
 

@@ -34,8 +34,8 @@ class RobustnessReport:
     """Robustness results: accuracies, curve, gradient statistics, bounds, masking checks.
 
     Read keys as attributes (`report.robust_accuracy`) or through `to_dict()`.
-    `save(directory)` writes `report.json` (keys of DESIGN.md section 3 plus
-    extras), `report.md` and `robustness_curve.png`; `load(path)` reads a
+    `save(directory)` writes `report.json` (the keys of `to_dict()`),
+    `report.md` and `robustness_curve.png`; `load(path)` reads a
     `report.json` back.
 
     Args:

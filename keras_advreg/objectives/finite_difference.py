@@ -47,8 +47,8 @@ class FiniteDifferencePenalty(Objective):
     Precision: the losses and their difference are computed in float32 from
     the logits (float64 for a float64 model). Under mixed precision the
     network itself runs in float16 or bfloat16 and the difference at h = 0.01
-    loses most of its digits (about 30% error in bfloat16, DESIGN.md section
-    6): a warning is issued, and h >= 0.1 is advised.
+    loses most of its digits (about 30% error in bfloat16, measured on
+    TF 2.21): a warning is issued, and h >= 0.1 is advised.
 
     Args:
         norm: the threat model's norm, "l2" or "linf"; the penalty uses its dual.

@@ -57,7 +57,7 @@ class GradientFeatureAlignment(Objective):
     """Gradient-Feature Alignment regularizer, reconstructed (DeepDefense, arXiv 2511.13749).
 
     RECONSTRUCTION: the paper publishes only an abstract
-    (papers/deepdefense-gradient-feature-alignment-abstract.txt) -- no formula
+    (DeepDefense, arXiv 2511.13749) -- no formula
     and no code. The abstract says that GFA decomposes an input perturbation
     into radial and tangential components and aligns the loss gradients with
     the features across layers, so that the loss varies little in tangential
