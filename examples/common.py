@@ -27,8 +27,9 @@ differ by the momentum factor.)
 `--smoke` replaces everything expensive and keeps the plumbing: the embedded
 8x8 digits dataset, a tiny `small_cnn`, two training steps of batch 16, at
 most 2 attack steps, and the "fast" evaluation suite on 10 test examples. It
-needs no download and runs in a few seconds; the test suite runs every
-example this way.
+needs no download; each example's smoke run took 50-100 s of wall time on 2
+busy CPU cores (TensorFlow's start and tracing, not training), and the test
+suite runs every example this way.
 """
 
 import argparse
@@ -86,7 +87,7 @@ def parse_args(argv, doc, datasets=("cifar10",), add_arguments=None):
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--smoke", action="store_true",
                         help="two training steps on the embedded digits with a tiny model and a "
-                             "10-example fast evaluation (offline, seconds)")
+                             "10-example fast evaluation (offline, about a minute)")
     parser.add_argument("--epochs", type=int, default=None, help="override the paper's epochs")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="override the paper's (global) batch size")

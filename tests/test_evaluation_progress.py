@@ -69,3 +69,16 @@ def test_runner_traces_an_attack_once_for_every_radius(digits):
         x_adv = runner.attack(attack, x[:8], y[:8], scale=scale)
         assert np.max(np.abs(x_adv - x[:8])) <= 0.2 * scale + 1e-6
     assert runner.traced(("attack", attack), None).experimental_get_tracing_count() == 1
+
+
+def test_many_evaluations_in_one_process_do_not_warn_of_retracing(digits):
+    # One Runner per evaluation: a benchmark or a sweep builds many in one process.
+    model, x, y = digits
+    records = _Records()
+    logging.getLogger("tensorflow").addHandler(records)
+    try:
+        for _ in range(8):
+            Runner(model, x.shape[1:], batch_size=16).logits(x[:4])
+    finally:
+        logging.getLogger("tensorflow").removeHandler(records)
+    assert not [m for m in records.messages if "retracing" in m]

@@ -29,7 +29,10 @@ class Runner:
         self.x_spec = tf.TensorSpec([None, *input_shape], tf.float32)
         self.y_spec = tf.TensorSpec([None], tf.int32)
         self._functions = {}
+        # Traced here, for the reason in `traced`: one Runner per evaluation, so a
+        # process that evaluates several models would otherwise warn of retracing.
         self.logits_fn = tf.function(lambda x: logits_of(model, x), input_signature=[self.x_spec])
+        self.logits_fn.get_concrete_function()
 
     def traced(self, key, fn, with_labels=True, extra_specs=()):
         """Returns (and caches under `key`) `fn` traced with a None batch dimension.
