@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 DEFAULT_METHODS = (
-    "standard", "madry", "fast_at", "trades", "arr",
+    "standard", "madry", "fast_at", "trades", "mart", "arr",
     "gradient_regularization:penalty=double_backprop,lam=0.1",
     "gradient_regularization:penalty=double_backprop,lam=1",
     "gradient_regularization:penalty=finite_difference,lam=0.1",
