@@ -641,11 +641,33 @@ _COMMANDS = {"train": train, "evaluate": evaluate, "benchmark": run_benchmark,
              "sweep": run_sweep}
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with its start-up lines on stderr hidden.
+
+    TF 2.21 prints them (oneDNN, the CUDA driver probe, an absl notice) while
+    it loads, whatever TF_CPP_MIN_LOG_LEVEL says; set that variable below 3 to
+    see them. An import error still shows: its traceback is printed after
+    stderr is restored.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     """Runs the command line; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     args.command_line = "keras-advreg " + " ".join(sys.argv[1:] if argv is None else argv)
+    _import_tensorflow_quietly()
     try:
         _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as error:

@@ -41,6 +41,16 @@ def test_help_and_version_import_no_tensorflow(argv):
             else "usage: keras-advreg") in result.stdout
 
 
+def test_a_command_prints_its_error_and_no_tensorflow_start_up_lines(tmp_path):
+    result = _python("import sys\nfrom keras_advreg import cli\nsys.exit(cli.main(sys.argv[1:]))",
+                     "evaluate", str(tmp_path / "missing.keras"), "--epsilon", "0.1",
+                     "--out", str(tmp_path / "eval"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"keras-advreg evaluate: error: model file {str(tmp_path / 'missing.keras')!r} "
+        f"does not exist."], result.stderr
+
+
 def test_commands_quiet_tensorflow_before_it_loads():
     result = _python("import os, sys\nfrom keras_advreg import cli\n"
                      "assert 'tensorflow' not in sys.modules\n"
