@@ -29,6 +29,7 @@ METHOD_DEFAULTS = {
             "clip_max": 1.0},
     "grad_align": {"lam": 0.2, "epsilon": 8 / 255, "step_size": None, "clip_min": 0.0,
                    "clip_max": 1.0},
+    "gaussian_augmentation": {"sigma": 0.25},
 }
 """Method name (`methods.METHODS`) -> its keyword arguments and their defaults."""
 

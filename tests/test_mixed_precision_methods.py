@@ -20,7 +20,7 @@ ARGUMENTS = {  # keep the attacks short; everything else is the recipe's default
     # hybrid's step was 2/255 before it defaulted to epsilon/4; at 0.025, mixed_bfloat16's
     # adv_accuracy differed from float32's by 0.023 (6 of 256), just over the tolerance.
     "hybrid": {"steps": 3, "step_size": 2 / 255}, "gfa": {"steps": 2, "layers": ("input", "hidden")},
-    "grad_align": {},
+    "grad_align": {}, "gaussian_augmentation": {},
 }
 
 

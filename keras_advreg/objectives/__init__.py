@@ -9,3 +9,4 @@ from keras_advreg.objectives.gradient_alignment import GradientFeatureAlignment
 from keras_advreg.objectives.gradient_penalty import InputGradientPenalty
 from keras_advreg.objectives.jacobian import JacobianPenalty
 from keras_advreg.objectives.mart import BoostedCrossEntropy, MisclassificationAwareKL
+from keras_advreg.objectives.noise import GaussianNoiseLoss
