@@ -165,6 +165,43 @@ def _build_parser():
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")
     evaluate.add_argument("--out", required=True, help="output folder")
+
+    certify = commands.add_parser(
+        "certify", help="certify a model's l2 robustness by randomized smoothing",
+        description="Certify the Gaussian smoothing of a saved model (Cohen, Rosenfeld & Kolter "
+                    "2019): per test example a class and an l2 radius that hold with "
+                    "probability 1 - alpha; writes certify.json and certified_accuracy.png.")
+    certify.add_argument("model", help="a .keras file (e.g. DIR/model.keras from `train`, best "
+                                       "trained with --method gaussian_augmentation)")
+    certify.add_argument("--sigma", type=float, default=None,
+                         help="noise level of the smoothed classifier (default: the train "
+                              "run's, if it trained with gaussian_augmentation)")
+    certify.add_argument("--dataset", default=None,
+                         help="as for `train` (its test split; default: the train run's, else "
+                              "digits)")
+    certify.add_argument("--data-dir", default=None,
+                         help="as for `train` (default: the train run's)")
+    certify.add_argument("--n0", type=int, default=100,
+                         help="noise samples that select the class (default: 100)")
+    certify.add_argument("--n", type=int, default=100000,
+                         help="noise samples that bound its probability (default: 100000)")
+    certify.add_argument("--alpha", type=float, default=0.001,
+                         help="probability that a certificate is wrong (default: 0.001)")
+    certify.add_argument("--n-examples", type=int, default=None,
+                         help="number of test examples (default: all)")
+    certify.add_argument("--radii", type=float, nargs="+", default=None,
+                         help="l2 radii of the certified-accuracy curve (default: 21 from 0 to "
+                              "the largest --n can certify)")
+    certify.add_argument("--report", default=None,
+                         help="report.json of an `evaluate --norm l2` run, whose robustness "
+                              "curve is drawn beside the certified one")
+    certify.add_argument("--batch-size", type=int, default=1000,
+                         help="noisy copies per forward pass (default: 1000)")
+    certify.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    certify.add_argument("--unsafe", action="store_true",
+                         help="allow the model file to run code (Keras safe_mode=False); only "
+                              "for files you trust")
+    certify.add_argument("--out", required=True, help="output folder")
     benchmark.add_parser(commands)
     sweep.add_parser(commands)
     return parser
@@ -617,6 +654,80 @@ def evaluate(args):
           f"wrote {os.path.join(args.out, 'report.json')}")
 
 
+def _certify_defaults(args):
+    """Fills --dataset, --data-dir and --sigma from the train run's config.json."""
+    path = os.path.join(os.path.dirname(args.model), "config.json")
+    config = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} beside the model is not valid JSON: "
+                                 f"{error}.") from error
+    if config.get("command") != "train":
+        config = {}
+    args.dataset = args.dataset or config.get("dataset") or "digits"
+    args.data_dir = args.data_dir or config.get("data_dir")
+    if args.sigma is None and config.get("method") == "gaussian_augmentation":
+        args.sigma = config.get("method_arguments", {}).get(
+            "sigma", catalog.METHOD_DEFAULTS["gaussian_augmentation"]["sigma"])
+        print(f"keras-advreg certify: from {path}: --sigma {args.sigma}")
+    if args.sigma is None:
+        raise ValueError(f"--sigma is required: no gaussian_augmentation train run's "
+                         f"config.json beside {args.model} gives one.")
+
+
+def certify(args):
+    """Certifies a saved model's smoothing; writes certify.json and certified_accuracy.png."""
+    import numpy as np
+
+    from keras_advreg import checks, data, evaluation, smoothing
+
+    _certify_defaults(args)
+    checks.number("sigma", args.sigma, strict=True)
+    checks.number("alpha", args.alpha, strict=True, maximum=0.5)
+    for name in ("n0", "n", "batch_size"):
+        checks.integer(name, getattr(args, name))
+    if args.n_examples is not None:
+        checks.integer("n_examples", args.n_examples)
+    radii = ([checks.number("radii", r) for r in args.radii] if args.radii
+             else evaluation.default_radii(args.sigma, args.n, args.alpha))
+    empirical = None
+    if args.report is not None:
+        empirical = evaluation.RobustnessReport.load(args.report)
+        if empirical.norm != "l2":
+            raise ValueError(f"--report {args.report!r} is a {empirical.norm} evaluation; the "
+                             f"certificate is l2: evaluate with --norm l2.")
+        empirical = empirical.curve
+    with _StagedOutput(args.out) as staging:
+        dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
+        model = load_model(args.model, unsafe=args.unsafe)
+        _check_model_fits(model, args.model, dataset)
+        x, y = dataset.x_test[:args.n_examples], dataset.y_test[:args.n_examples]
+        smoothed = smoothing.SmoothedClassifier(model, args.sigma, dataset.num_classes,
+                                                batch_size=args.batch_size)
+        results = evaluation.certify_examples(smoothed, x, y, n0=args.n0, n=args.n,
+                                              alpha=args.alpha, seed=args.seed, progress=True)
+        curve = evaluation.certified_accuracy(results["radius"], results["correct"], radii)
+        examples = [{"index": i, "label": int(y[i]), "prediction": int(results["label"][i]),
+                     "p_lower": float(results["p_lower"][i]),
+                     "radius": float(results["radius"][i]),
+                     "correct": bool(results["correct"][i])} for i in range(len(x))]
+        _write_json(os.path.join(staging, "certify.json"), {
+            "sigma": args.sigma, "n0": args.n0, "n": args.n, "alpha": args.alpha,
+            "seed": args.seed, "dataset": args.dataset, "n_examples": len(x),
+            "abstained": float(np.mean(results["label"] == smoothing.ABSTAIN)),
+            "certified_accuracy": curve, "examples": examples,
+            "command_line": args.command_line, "versions": _versions()})
+        evaluation.plot_certified_accuracy(
+            curve, os.path.join(staging, "certified_accuracy.png"), empirical=empirical,
+            title=f"Certified accuracy, sigma={args.sigma:g}")
+    print(f"certified accuracy {curve[0]['accuracy']:.4f} at radius 0, "
+          + ", ".join(f"{p['accuracy']:.4f} at {p['radius']:g}" for p in curve[5::5])
+          + f" (l2, sigma {args.sigma:g}); wrote {os.path.join(args.out, 'certify.json')}")
+
+
 def run_benchmark(args):
     """Trains and attacks every method; writes results.md, results.json, the curves' PNG."""
     from keras_advreg import benchmark, checks, run_folder
@@ -637,8 +748,8 @@ def run_sweep(args):
     sweep.run(args)
 
 
-_COMMANDS = {"train": train, "evaluate": evaluate, "benchmark": run_benchmark,
-             "sweep": run_sweep}
+_COMMANDS = {"train": train, "evaluate": evaluate, "certify": certify,
+             "benchmark": run_benchmark, "sweep": run_sweep}
 
 
 def _import_tensorflow_quietly():

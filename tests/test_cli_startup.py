@@ -32,6 +32,7 @@ assert not loaded, f"imported {loaded}"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"],
+                                  ["certify", "--help"],
                                   ["benchmark", "--help"], ["sweep", "--help"], ["--version"]],
                          ids=" ".join)
 def test_help_and_version_import_no_tensorflow(argv):
