@@ -680,8 +680,6 @@ def _certify_defaults(args):
 
 def certify(args):
     """Certifies a saved model's smoothing; writes certify.json and certified_accuracy.png."""
-    import numpy as np
-
     from keras_advreg import checks, data, evaluation, smoothing
 
     _certify_defaults(args)
@@ -709,17 +707,12 @@ def certify(args):
                                                 batch_size=args.batch_size)
         results = evaluation.certify_examples(smoothed, x, y, n0=args.n0, n=args.n,
                                               alpha=args.alpha, seed=args.seed, progress=True)
-        curve = evaluation.certified_accuracy(results["radius"], results["correct"], radii)
-        examples = [{"index": i, "label": int(y[i]), "prediction": int(results["label"][i]),
-                     "p_lower": float(results["p_lower"][i]),
-                     "radius": float(results["radius"][i]),
-                     "correct": bool(results["correct"][i])} for i in range(len(x))]
+        summary = evaluation.certification_results(results, y, radii)
         _write_json(os.path.join(staging, "certify.json"), {
             "sigma": args.sigma, "n0": args.n0, "n": args.n, "alpha": args.alpha,
-            "seed": args.seed, "dataset": args.dataset, "n_examples": len(x),
-            "abstained": float(np.mean(results["label"] == smoothing.ABSTAIN)),
-            "certified_accuracy": curve, "examples": examples,
+            "seed": args.seed, "dataset": args.dataset, **summary,
             "command_line": args.command_line, "versions": _versions()})
+        curve = summary["certified_accuracy"]
         evaluation.plot_certified_accuracy(
             curve, os.path.join(staging, "certified_accuracy.png"), empirical=empirical,
             title=f"Certified accuracy, sigma={args.sigma:g}")

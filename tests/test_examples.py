@@ -61,6 +61,10 @@ def test_example_smoke_run(name, tmp_path):
     assert (out / "model.keras").exists() and (out / "history.json").exists()
     assert not (out / ".backup").exists()  # resumable_fit cleans its backup up
     assert keras.mixed_precision.global_policy().name == "float32"  # main restores it
+    if name == "smoothing_cifar10":  # certifies the smoothed classifier too
+        with open(out / "certify.json") as f:
+            assert json.load(f)["n_examples"] == 10
+        assert (out / "certified_accuracy.png").exists()
 
 
 

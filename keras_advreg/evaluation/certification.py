@@ -57,6 +57,30 @@ def certified_accuracy(radius, correct, radii):
             for r in radii]
 
 
+def certification_results(results, y, radii):
+    """The JSON-ready summary of `certify_examples`: the curve and every certificate.
+
+    Args:
+        results: the dict `certify_examples` returns.
+        y: the labels it was given.
+        radii: the grid of the certified-accuracy curve.
+
+    Returns:
+        A dict with `n_examples`, `abstained` (a fraction), `certified_accuracy`
+        (`certified_accuracy` on `radii`) and `examples`, a list of `{index,
+        label, prediction, p_lower, radius, correct}` (`prediction` is -1 when
+        abstaining).
+    """
+    y = np.asarray(y).reshape(-1)
+    examples = [{"index": i, "label": int(y[i]), "prediction": int(results["label"][i]),
+                 "p_lower": float(results["p_lower"][i]), "radius": float(results["radius"][i]),
+                 "correct": bool(results["correct"][i])} for i in range(len(y))]
+    return {"n_examples": len(y),
+            "abstained": float(np.mean(results["label"] == ABSTAIN)),
+            "certified_accuracy": certified_accuracy(results["radius"], results["correct"], radii),
+            "examples": examples}
+
+
 def default_radii(sigma, n, alpha, points=21):
     """`points` radii from 0 to the largest `n` samples can certify, sigma Phi^-1(alpha^(1/n)).
 
