@@ -20,6 +20,9 @@ class GaussianNoiseLoss(Objective):
     the box: the certificate is for the smoothed classifier of unclipped
     noise, so training must see that noise. The noise is a stateless function
     of the model's seed and the step, so a resumed run draws the same noise.
+    It is drawn in float32 and added before the model casts its inputs, so
+    mixed precision changes only the forward pass. `sigma` is not an attack
+    budget: the model's `epsilon_scale` (`callbacks.EpsilonRamp`) leaves it.
 
     Args:
         sigma: the standard deviation of the noise (> 0), an l2 scale.
