@@ -41,6 +41,8 @@ _METHOD_FLAGS = [
     ("--distance", "distance", str, "ARR distance: kl, l2_probabilities or l2_logits"),
     ("--penalty", "penalty", str, "gradient penalty: double_backprop or finite_difference"),
     ("--h", "h", float, "finite-difference step of the finite_difference penalty"),
+    ("--sigma", "sigma", float, "std of the training noise of gaussian_augmentation (randomized "
+                                "smoothing)"),
 ]
 
 

@@ -14,7 +14,8 @@ CERTIFY = ["--n0", "20", "--n", "200", "--n-examples", "8", "--batch-size", "100
 @pytest.fixture(scope="module")
 def noisy_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "noise"
-    code = cli.main(["train", "--method", "gaussian_augmentation", "--dataset", "digits",
+    code = cli.main(["train", "--method", "gaussian_augmentation", "--sigma", "0.3",
+                     "--dataset", "digits",
                      "--arch", "mlp", "--epochs", "3", "--batch-size", "128",
                      "--validation-examples", "64", "--verbose", "0", "--out", str(out)])
     assert code == 0
@@ -29,9 +30,9 @@ def test_certify_writes_certificates_and_curve(noisy_run, tmp_path, capsys):
     code = cli.main(["certify", str(noisy_run / "model.keras"), *CERTIFY, "--report",
                      str(report), "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    assert "--sigma 0.25" in capsys.readouterr().out  # gaussian_augmentation's default
+    assert "--sigma 0.3" in capsys.readouterr().out  # the train run's --sigma
     result = json.loads((out / "certify.json").read_text())
-    assert (result["sigma"], result["n0"], result["n"], result["alpha"]) == (0.25, 20, 200, 0.001)
+    assert (result["sigma"], result["n0"], result["n"], result["alpha"]) == (0.3, 20, 200, 0.001)
     assert result["dataset"] == "digits" and len(result["examples"]) == result["n_examples"] == 8
     for example in result["examples"]:
         assert set(example) == {"index", "label", "prediction", "p_lower", "radius", "correct"}
@@ -39,7 +40,7 @@ def test_certify_writes_certificates_and_curve(noisy_run, tmp_path, capsys):
             assert example["radius"] == 0.0 and not example["correct"]
         else:
             assert example["radius"] == pytest.approx(
-                0.25 * scipy.stats.norm.ppf(example["p_lower"]), rel=1e-12)
+                0.3 * scipy.stats.norm.ppf(example["p_lower"]), rel=1e-12)
             assert example["correct"] == (example["prediction"] == example["label"])
     radius = np.array([e["radius"] for e in result["examples"]])
     correct = np.array([e["correct"] for e in result["examples"]])
@@ -51,7 +52,7 @@ def test_certify_writes_certificates_and_curve(noisy_run, tmp_path, capsys):
     assert (out / "certified_accuracy.png").stat().st_size > 0
 
     again = tmp_path / "again"
-    assert cli.main(["certify", str(noisy_run / "model.keras"), *CERTIFY, "--sigma", "0.25",
+    assert cli.main(["certify", str(noisy_run / "model.keras"), *CERTIFY, "--sigma", "0.3",
                      "--out", str(again)]) == 0
     assert json.loads((again / "certify.json").read_text())["examples"] == result["examples"]
 
