@@ -169,3 +169,30 @@ def test_cli_ema_flag_exports_the_average(tmp_path, monkeypatch):
     assert len(averages) == len(exported.trainable_variables)
     for variable, average in zip(exported.trainable_variables, averages):
         np.testing.assert_array_equal(variable.numpy(), average)
+
+
+def test_cli_ema_run_interrupted_resumes_to_the_same_average(tmp_path, monkeypatch):
+    argv = ["train", "--method", "standard", "--epochs", "3", "--dataset", "digits",
+            "--arch", "mlp", "--batch-size", "256", "--validation-examples", "0",
+            "--verbose", "0", "--ema", "0.9"]
+    assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
+
+    fit = kar.AdvRegModel.fit
+
+    def fit_interrupted_at_epoch_2(self, *args, **kwargs):
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise KeyboardInterrupt
+        kwargs["callbacks"] = [Interrupt(), *kwargs.get("callbacks", [])]
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(kar.AdvRegModel, "fit", fit_interrupted_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*argv, "--out", str(tmp_path / "resumed")])
+    monkeypatch.setattr(kar.AdvRegModel, "fit", fit)
+    assert cli.main([*argv, "--out", str(tmp_path / "resumed")]) == 0
+    straight = keras.saving.load_model(tmp_path / "straight" / "model.keras")
+    resumed = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
