@@ -68,10 +68,11 @@ class WeightEMA(keras.callbacks.Callback):
         """The decay of update number `update` (0 for the first), as a float."""
         if not self.warmup:
             return self.decay
-        return round(min(self.decay, (1 + update) / (10 + update)), 12)
+        return min(self.decay, (1 + update) / (10 + update))
 
     def averaged_variables(self):
         """The model's variables that are averaged, in the order of `averages`."""
+        # Every nested layer; Keras has no public recursive walk.
         statistics = [variable for layer in self.model._flatten_layers()
                       if isinstance(layer, keras.layers.BatchNormalization)
                       for variable in (layer.moving_mean, layer.moving_variance)]
@@ -99,7 +100,8 @@ class WeightEMA(keras.callbacks.Callback):
         if self.warmup:
             decay = tf.minimum(decay, (1.0 + t) / (10.0 + t))
         for average, variable in zip(self.averages, self._averaged):
-            average.assign(decay * average.value + (1.0 - decay) * variable.value)
+            d = tf.cast(decay, average.dtype)
+            average.assign(d * average.value + (1 - d) * variable.value)
         self.num_updates.assign_add(1)
 
     def on_train_batch_end(self, batch, logs=None):
