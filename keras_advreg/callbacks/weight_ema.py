@@ -62,6 +62,7 @@ class WeightEMA(keras.callbacks.Callback):
         self.swap_at_end = bool(swap_at_end)
         self.averages = None
         self.num_updates = None
+        self._averaged = None  # the model's variables, in the order of `averages`
         self._raw = None  # the raw weights while the average is swapped in
 
     def decay_at(self, update):
@@ -91,7 +92,7 @@ class WeightEMA(keras.callbacks.Callback):
                          for index, variable in enumerate(self._averaged)]
         self.num_updates = keras.Variable(0, dtype="int64", trainable=False,
                                           name="ema_num_updates")
-        # One traced function: per-variable eager assigns cost more than a small step.
+        # Traced: each batch runs one graph instead of a few eager ops per variable.
         self._update = tf.function(self._update_averages)
 
     def _update_averages(self):
