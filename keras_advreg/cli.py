@@ -110,6 +110,11 @@ def _build_parser():
     train.add_argument("--warmup-start", type=int, default=0,
                        help="epochs with the regularizer's weight at 0 before the ramp "
                             "(default: 0)")
+    train.add_argument("--ema", type=float, nargs="?", const=0.999, default=None,
+                       metavar="DECAY",
+                       help="keep an exponential moving average of the weights with this decay "
+                            "and a warm-up (callbacks.WeightEMA); validation sees it and "
+                            "model.keras holds it (--ema alone: 0.999; default: off)")
     train.add_argument("--validation-examples", type=int, default=500,
                        help="test examples evaluated (clean and adversarial) after each epoch; "
                             "0 disables (default: 500)")
@@ -473,10 +478,10 @@ def _build_model(args, dataset, objective):
 
 
 def _callbacks(args, model):
-    """The epsilon warm-up and the hybrid paper's regularizer warm-up, when asked for."""
+    """The epsilon warm-up, the hybrid paper's regularizer warm-up and the EMA, when asked for."""
     from keras_advreg import callbacks
 
-    chosen = []
+    chosen = [callbacks.WeightEMA(decay=args.ema)] if args.ema is not None else []
     if args.epsilon_warmup:
         chosen.append(callbacks.EpsilonRamp(start_epoch=0, ramp_epochs=args.epsilon_warmup))
     if args.warmup_epochs or args.warmup_start:

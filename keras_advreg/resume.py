@@ -22,6 +22,7 @@ from keras_advreg import run_folder
 _HISTORY = "history.json"
 _STATE = "state.weights.h5"  # save_weights wants this suffix
 _STATE_ATTRIBUTE = "keras_advreg_backup"  # the epoch and configuration, as JSON
+_CALLBACKS = "keras_advreg_callbacks"  # the state of callbacks that have one (e.g. WeightEMA)
 
 
 class BackupError(ValueError):
@@ -92,13 +93,19 @@ class _AtomicBackup(keras.callbacks.Callback):
     the configuration go into one temporary file beside the backup, which is
     synced and renamed over it: a crash at any instant leaves one complete
     backup, the previous or the new one.
+
+    Callbacks with state of their own (`save_own_variables` and
+    `load_own_variables`, Keras's protocol for layers; e.g. `WeightEMA`) are
+    saved in the same file. They come before this callback in the list, so
+    their `on_train_begin` has created that state when it is restored.
     """
 
-    def __init__(self, backup_dir, config, restore):
+    def __init__(self, backup_dir, config, restore, stateful=()):
         super().__init__()
         self.path = os.path.join(backup_dir, _STATE)
         self.config = config
         self.restore = restore
+        self.stateful = list(stateful)
 
     def on_train_begin(self, logs=None):
         if not self.restore:
@@ -108,13 +115,18 @@ class _AtomicBackup(keras.callbacks.Callback):
             optimizer.build(self.model.trainable_variables)  # its variables must exist to load
         try:
             self.model.load_weights(self.path)
-        except (OSError, ValueError) as error:
+            with h5py.File(self.path, "r") as f:
+                for index, callback in enumerate(self.stateful):
+                    callback.load_own_variables(f[f"{_CALLBACKS}/{index}"])
+        except (OSError, KeyError, ValueError) as error:
             raise BackupError(f"could not load the backup {self.path}: {error}") from error
 
     def on_epoch_end(self, epoch, logs=None):
         temporary = os.path.join(os.path.dirname(self.path), "writing." + _STATE)
         self.model.save_weights(temporary)
         with h5py.File(temporary, "r+") as f:
+            for index, callback in enumerate(self.stateful):
+                callback.save_own_variables(f.create_group(f"{_CALLBACKS}/{index}"))
             f.attrs[_STATE_ATTRIBUTE] = json.dumps({"epoch": epoch + 1, "config": self.config})
         run_folder.replace_durably(temporary, self.path)
 
@@ -206,15 +218,19 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=
     os.makedirs(backup_dir, exist_ok=True)
     history_path = os.path.join(backup_dir, _HISTORY)
     steps = -(-len(x) // batch_size)
-    backup = _AtomicBackup(backup_dir, config, restore=first_epoch > 0)
+    stateful = [c for c in callbacks if hasattr(c, "save_own_variables")]
+    backup = _AtomicBackup(backup_dir, config, restore=first_epoch > 0, stateful=stateful)
     if first_epoch < epochs:
         data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
         model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                   shuffle=False, callbacks=[*callbacks, _EpochHistory(history_path), backup],
                   **fit_kwargs)
     else:  # killed after the last epoch, before the backup was deleted
-        backup.set_model(model)
-        backup.on_train_begin()
+        for callback in [*stateful, backup]:
+            callback.set_model(model)
+            callback.on_train_begin()
+        for callback in stateful:  # e.g. WeightEMA swaps its average in
+            callback.on_train_end()
     by_epoch = read_history(history_path)
     if delete_backup:
         shutil.rmtree(backup_dir)

@@ -22,7 +22,7 @@ class SWA(keras.callbacks.Callback):
     `keras.callbacks.SwapEMAWeights`): that is an *exponential* moving average
     over steps, w_ema <- m w_ema + (1 - m) w, which forgets old weights
     geometrically; SWA is a *uniform* average over epoch-end snapshots from a
-    start epoch. Use EMA for the exponential variant.
+    start epoch. Use `WeightEMA` for the exponential variant.
 
     Only trainable variables are averaged; batch-normalization moving
     statistics stay those of the last epoch. SWA's paper recomputes them with
