@@ -384,6 +384,8 @@ def train(args):
     checks.integer("validation_examples", args.validation_examples, minimum=0)
     checks.integer("warmup_epochs", args.warmup_epochs, minimum=0)
     checks.integer("warmup_start", args.warmup_start, minimum=0)
+    if args.ema is not None:
+        checks.number("--ema", args.ema, maximum=1.0)
     if args.jit and args.strategy != "default":
         raise ValueError("--jit works only with --strategy default: XLA compilation fails "
                          "under MirroredStrategy in TensorFlow 2.21.")

@@ -58,6 +58,7 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, fragment", [
+    (["--ema", "1.5"], "`--ema` must be <= 1.0"),
     (["--method", "madry", "--epsilon", "-0.1"], "epsilon"),
     (["--method", "madry", "--steps", "0"], "steps"),
     (["--method", "madry", "--beta", "6"], "--beta does not apply"),
