@@ -72,16 +72,17 @@ def test_guard_restores_previous_weights_and_stops():
     keras.utils.set_random_seed(0)
     x, y = _data()
     model = _model()
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # At Adam's default 1e-3 the model reached PGD accuracy 0.53 by epoch 2, so the test
+    # returned early on every run; at 0.03 it reaches 0.67-0.78 across seeds 0-2.
+    model.compile(keras.optimizers.Adam(0.03),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     saved = []
     keep = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda e, l: saved.append(model.get_weights()) if e == 1 else None)
     guard = CatastrophicOverfittingGuard(x, y, epsilon=0.01, threshold=0.05,
                                          attack=PGD(epsilon=0.01, steps=2))
     model.fit(x, y, epochs=6, verbose=0, callbacks=[keep, _Collapse(), guard])
-    # The tiny model must first learn something (seeded, so this holds every run); it used
-    # to return early here, a test that could not fail.
-    assert guard.best >= 0.6
+    assert guard.best >= 0.6  # it learned something before the collapse
     assert guard.stopped_epoch == 2
     for restored, previous in zip(model.get_weights(), saved[0]):
         np.testing.assert_array_equal(restored, previous)

@@ -102,7 +102,10 @@ def test_ema_matches_numpy_recursion_with_and_without_warmup(warmup):
 
 
 def test_ema_under_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduction through one device, as in test_model: collective instance keys of strategies
+    # built by earlier tests in this process would collide with ours.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         model = _model()
     _fit_and_check(model, WeightEMA(decay=0.5))
