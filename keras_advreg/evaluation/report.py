@@ -143,7 +143,8 @@ class RobustnessReport:
 
     def _title(self):
         r = self._results
-        model = r.get("identity", {}).get("model", {}).get("name")
+        model = r.get("identity", {}).get("model", {})
+        model = os.path.basename(model["path"]) if model.get("path") else model.get("name")
         return ((f"{model}: " if model else "")
                 + f"robustness at {r['norm']} epsilon {r['epsilon']:g}")
 
