@@ -1,4 +1,4 @@
-"""evaluate_robustness's printable numbers: intervals, per-example results, paired test, identity."""
+"""Printable numbers: intervals, per-example results, paired test and identity."""
 
 import hashlib
 import math

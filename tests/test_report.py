@@ -70,7 +70,8 @@ def test_intervals_per_example_files_paired_test_html_and_plot_formats(tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert "| clean | 0.9000 [0.6000, 0.9800] |" in markdown
     assert "| after apgd_ce (cumulative) | 0.5500 [0.2800, 0.7900] |" in markdown
-    assert "**0.5000 [0.2400, 0.7600]**" in markdown and "| 0.1 | 0.5500 [0.2500, 0.8000] |" in markdown
+    assert "**0.5000 [0.2400, 0.7600]**" in markdown
+    assert "| 0.1 | 0.5500 [0.2500, 0.8000] |" in markdown
     assert "95% Wilson" in markdown
     assert "b = 7" in markdown and "c = 2" in markdown and "p = 0.1797" in markdown
     assert "not significant at 0.05" in markdown
@@ -84,7 +85,7 @@ def test_intervals_per_example_files_paired_test_html_and_plot_formats(tmp_path)
     assert (tmp_path / "robustness_curve.pdf").read_bytes()[:5] == b"%PDF-"
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<table>") >= 2
-    assert "<svg" in page and "<?xml" not in page and "src=" not in page  # nothing to fetch
+    assert "<svg" in page and "<?xml" not in page and "src=" not in page  # no other file
     assert "0.9000 [0.6000, 0.9800]" in page
     # A report saved before these keys existed still saves and loads.
     assert "adversarial.npz" not in os.listdir(_report().save(str(tmp_path / "old")))

@@ -50,12 +50,10 @@ class Breaks:
 
     def results(self, y, correct, robust, minimal_distance):
         """The per-example columns of the report (see `COLUMNS`)."""
-        broken_by = np.where(correct, self.broken_by, MISCLASSIFIED)
-        # A point counts as broken only if it is not robust (worst case over every attack).
-        broken_by[robust] = ""
         return {"index": np.arange(len(y)), "label": y, "clean_correct": correct,
-                "robust": robust, "broken_by": broken_by.tolist(),
-                "perturbation_norm": np.where(robust | ~correct, np.nan, self.perturbation_norm),
+                "robust": robust,
+                "broken_by": np.where(correct, self.broken_by, MISCLASSIFIED).tolist(),
+                "perturbation_norm": self.perturbation_norm,
                 "minimal_distance": minimal_distance}
 
     def adversarial(self, robust, correct):

@@ -1,4 +1,4 @@
-"""`RobustnessReport`: the results of `evaluate_robustness`, saved as JSON, Markdown, HTML, plots."""
+"""`RobustnessReport`: the results of `evaluate_robustness`, as JSON, Markdown, HTML and plots."""
 
 import html as html_lib
 import io
@@ -86,8 +86,10 @@ class RobustnessReport:
         with open(os.path.join(directory, HTML_NAME), "w") as f:
             f.write(self.html())
         stem = os.path.join(directory, os.path.splitext(PLOT_NAME)[0])
+        fig = self._figure()
         for extension in PLOT_FORMATS:
-            self.plot(f"{stem}.{extension}")
+            fig.savefig(f"{stem}.{extension}", dpi=100)
+        _close(fig)
         if self._results.get("per_example"):
             per_example.write_csv(self._results["per_example"],
                                   os.path.join(directory, per_example.CSV_NAME))
@@ -144,7 +146,11 @@ class RobustnessReport:
     def _title(self):
         r = self._results
         model = r.get("identity", {}).get("model", {})
-        model = os.path.basename(model["path"]) if model.get("path") else model.get("name")
+        if model.get("path"):  # runs/madry/model.keras -> madry/model.keras
+            path = os.path.normpath(model["path"])
+            model = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        else:
+            model = model.get("name")
         return ((f"{model}: " if model else "")
                 + f"robustness at {r['norm']} epsilon {r['epsilon']:g}")
 
@@ -155,7 +161,7 @@ class RobustnessReport:
         return f"{intervals['confidence']:.0%} {intervals['method'].capitalize()}"
 
     def html(self):
-        """The report as one self-contained HTML page: the Markdown's tables and the curve inline."""
+        """The report as one self-contained HTML page: the Markdown's tables, the curve inline."""
         import markdown as markdown_lib
 
         fig = self._figure()
@@ -166,7 +172,8 @@ class RobustnessReport:
         svg = svg[svg.index("<svg"):]  # drop the XML prologue, invalid inside HTML
         body = markdown_lib.markdown(self.markdown(), extensions=["tables"])
         return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-                f"<title>{html_lib.escape(self._title())}</title><style>{_CSS}</style></head><body>\n"
+                f"<title>{html_lib.escape(self._title())}</title><style>{_CSS}</style>"
+                "</head><body>\n"
                 f"{body}\n<h2>Robustness curve</h2>\n{svg}\n</body></html>\n")
 
     def summary_lines(self):
@@ -205,8 +212,8 @@ class RobustnessReport:
         else:
             lines += [f"| evaluation | {header} |", "|---|---|"]
         extra = " |" if alone else ""
-        lines.append(f"| clean | {_with_interval(r['clean_accuracy'], intervals.get('clean_accuracy'))} |"
-                     + extra)
+        clean = _with_interval(r["clean_accuracy"], intervals.get("clean_accuracy"))
+        lines.append(f"| clean | {clean} |" + extra)
         for name, accuracy in r["attacks"].items():
             row = f"| after {name} (cumulative) | {_with_interval(accuracy, attacks.get(name))} |"
             if alone:
