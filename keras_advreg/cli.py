@@ -168,7 +168,7 @@ def _build_parser():
                                "OUT/adversarial.npz")
     evaluate.add_argument("--individual", action="store_true",
                           help="also run each suite attack alone on every clean-correct point "
-                               "(AutoAttack's individual mode; doubles the suite's time)")
+                               "(AutoAttack's individual mode; more than the suite's time again)")
     evaluate.add_argument("--unsafe", action="store_true",
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")

@@ -106,6 +106,7 @@ def _check_attacks(epsilon, norm, clip):
 
 
 def _run_check_attacks(runner, attacks, x, y, correct, breaks):
+    """Per-example robustness to each check attack; `breaks` records what each broke."""
     robust = {}
     for key, attack in attacks.items():
         stage = f"masking check {attack_name(attack)}"
@@ -232,7 +233,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
             match; None checks only that every label is one of the outputs
             (`data` may be a few examples missing some classes).
         individual: also run each suite attack on every clean-correct point,
-            for its own accuracy (`individual`); doubles the suite's cost.
+            for its own accuracy (`individual`); costs more than the suite
+            again, since every attack sees every point.
         save_adversarial: keep the adversarial inputs of the broken points,
             which `save` writes to adversarial.npz.
         model_path: the model's file, whose SHA-256 the identity records.
