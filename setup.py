@@ -30,8 +30,9 @@ setup(
         "importlib_resources",
         "scikit-learn>=1.5",  # ships the embedded 8x8 digits dataset
         "numpy>=1.26",
-        "scipy>=1.11",  # Wilson intervals of the results tables
+        "scipy>=1.11",  # Wilson intervals, McNemar's test
         "matplotlib>=3.8",
+        "markdown>=3.4",  # report.html from report.md
         "h5py",  # Keras's own; resume.py also writes the backup's epoch into its file
     ],
     extras_require={

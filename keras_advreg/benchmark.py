@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from keras_advreg.statistics import wilson_interval
+
 DEFAULT_METHODS = (
     "standard", "madry", "fast_at", "trades", "mart", "arr",
     "gradient_regularization:penalty=double_backprop,lam=0.1",
@@ -205,14 +207,6 @@ def markdown(rows, args, wall_seconds):
               "Versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()),
               ""]
     return "\n".join(lines)
-
-
-def wilson_interval(accuracy, n, confidence=0.95):
-    """The Wilson score interval of an accuracy measured on `n` examples."""
-    from scipy import stats
-
-    interval = stats.binomtest(int(round(accuracy * n)), n).proportion_ci(confidence, "wilson")
-    return interval.low, interval.high
 
 
 def _verdict(held):

@@ -146,7 +146,8 @@ def _build_parser():
 
     evaluate = commands.add_parser("evaluate", help="evaluate a model's robustness",
                                    description="Attack a saved model; writes report.json, "
-                                               "report.md and robustness_curve.png.")
+                                               "report.md, report.html, per_example.csv and "
+                                               "robustness_curve.png/.svg/.pdf.")
     evaluate.add_argument("model", help="a .keras file (e.g. DIR/model.keras from `train`)")
     evaluate.add_argument("--dataset", default=None,
                           help="as for `train` (its test split; default: the train run's, else "
@@ -166,8 +167,15 @@ def _build_parser():
                           help="number of test examples (default: all)")
     evaluate.add_argument("--batch-size", type=int, default=128, help="attack batch size")
     evaluate.add_argument("--baseline", default=None,
-                          help="report.json of a baseline model, for the improvement ratio")
+                          help="report.json of a baseline model, for the improvement ratio and "
+                               "McNemar's paired test (same examples)")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    evaluate.add_argument("--save-adversarial", action="store_true",
+                          help="also write the broken points' adversarial inputs to "
+                               "OUT/adversarial.npz")
+    evaluate.add_argument("--individual", action="store_true",
+                          help="also run each suite attack alone on every clean-correct point "
+                               "(AutoAttack's individual mode; more than the suite's time again)")
     evaluate.add_argument("--unsafe", action="store_true",
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")
@@ -656,11 +664,22 @@ def evaluate(args):
         report = evaluation.evaluate_robustness(
             model, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
             suite=args.suite, n_examples=args.n_examples, epsilons=args.epsilons,
-            batch_size=args.batch_size, seed=args.seed, baseline=baseline, progress=True)
+            batch_size=args.batch_size, seed=args.seed, baseline=baseline, progress=True,
+            individual=args.individual, save_adversarial=args.save_adversarial,
+            model_path=args.model, dataset=args.dataset, split="test",
+            command_line=getattr(args, "command_line", None))
         report.save(staging)
+    low, high = report.intervals["robust_accuracy"]
     print(f"clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
-          f"{report.robust_accuracy:.4f} at epsilon {args.epsilon} ({args.norm}); "
-          f"wrote {os.path.join(args.out, 'report.json')}")
+          f"{report.robust_accuracy:.4f} [{low:.4f}, {high:.4f}] at epsilon {args.epsilon} "
+          f"({args.norm}); wrote {os.path.join(args.out, 'report.json')}")
+    test = report.paired_test
+    if test is not None and not test["comparable"]:
+        print(f"against --baseline: not comparable: {test['reason']}")
+    elif test is not None:
+        verdict = "significant" if test["significant"] else "not significant"
+        print(f"against --baseline: McNemar's exact test b={test['b']} c={test['c']} "
+              f"p={test['p_value']:.4g}, {verdict} at {test['significance']:g}")
 
 
 def _certify_defaults(args):

@@ -1,5 +1,6 @@
 """Robustness curves: accuracy against the attack budget epsilon."""
 
+import functools
 import math
 
 import numpy as np
@@ -43,12 +44,13 @@ def curve_attack(norm, clip_min=0.0, clip_max=1.0):
                clip_min=clip_min, clip_max=clip_max)
 
 
-def accuracy_at(runner, attack, x, y, correct, epsilon=None, stage=None):
+def accuracy_at(runner, attack, x, y, correct, epsilon=None, stage=None, on_broken=None):
     """Per-example robustness (bool) to `attack` at radius `epsilon`; wrong points stay wrong.
 
     `epsilon` defaults to the attack's own; another radius runs the attack with
     `scale=epsilon / attack.epsilon`. `stage` names the run in the runner's
-    progress display.
+    progress display. `on_broken(index, x_adv)`, if given, receives the indices
+    of the points the attack broke and their adversarial inputs.
     """
     scale = 1.0 if epsilon is None else epsilon / attack.epsilon
     robust = correct.copy()
@@ -56,14 +58,20 @@ def accuracy_at(runner, attack, x, y, correct, epsilon=None, stage=None):
     if stage is not None:
         runner.stage(stage, len(index))
     if len(index):
-        robust[index[runner.fooled(attack, x[index], y[index], scale=scale)]] = False
+        fooled, x_adv = runner.fooled(attack, x[index], y[index], scale=scale,
+                                      return_adversarial=True)
+        robust[index[fooled]] = False
+        if on_broken is not None:
+            on_broken(index[fooled], x_adv[fooled])
     return robust
 
 
-def robustness_curve(runner, x, y, correct, grid, attack, name="curve"):
+def robustness_curve(runner, x, y, correct, grid, attack, name="curve", on_broken=None):
     """Accuracy under `attack` at each epsilon of `grid`.
 
     Each epsilon is a progress stage, `"{name} eps={epsilon}"`.
+    `on_broken(epsilon, index, x_adv)`, if given, receives each radius's
+    broken points as in `accuracy_at`.
 
     Returns:
         `(curve, robust_by_epsilon)`: a list of `{epsilon, accuracy}` and a dict
@@ -71,8 +79,9 @@ def robustness_curve(runner, x, y, correct, grid, attack, name="curve"):
     """
     curve, robust_by_epsilon = [], {}
     for epsilon in grid:
+        hook = None if on_broken is None else functools.partial(on_broken, epsilon)
         robust = accuracy_at(runner, attack, x, y, correct, epsilon,
-                             stage=f"{name} eps={epsilon:g}")
+                             stage=f"{name} eps={epsilon:g}", on_broken=hook)
         robust_by_epsilon[epsilon] = robust
         curve.append({"epsilon": epsilon, "accuracy": float(robust.mean())})
     return curve, robust_by_epsilon

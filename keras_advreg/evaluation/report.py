@@ -1,14 +1,20 @@
-"""`RobustnessReport`: the results of `evaluate_robustness`, saved as JSON, Markdown and PNG."""
+"""`RobustnessReport`: the results of `evaluate_robustness`, as JSON, Markdown, HTML and plots."""
 
+import html as html_lib
+import io
 import json
 import math
 import os
 
 import numpy as np
 
+from keras_advreg.evaluation import comparison, per_example
 from keras_advreg.evaluation.checks import ADVICE
+from keras_advreg.evaluation.identity import markdown_header
 
-JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "report.json", "report.md", "robustness_curve.png"
+JSON_NAME, MARKDOWN_NAME, HTML_NAME = "report.json", "report.md", "report.html"
+PLOT_NAME = "robustness_curve.png"
+PLOT_FORMATS = ("png", "svg", "pdf")
 
 
 def _jsonable(value):
@@ -30,20 +36,31 @@ def _number(value, spec=".4f"):
     return "n/a" if value is None else format(value, spec)
 
 
+def _with_interval(value, interval):
+    """`0.5000 [0.4038, 0.5962]`, or the bare value when there is no interval."""
+    if interval is None:
+        return _number(value)
+    return f"{_number(value)} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 class RobustnessReport:
     """Robustness results: accuracies, curve, gradient statistics, bounds, masking checks.
 
     Read keys as attributes (`report.robust_accuracy`) or through `to_dict()`.
     `save(directory)` writes `report.json` (the keys of `to_dict()`),
-    `report.md` and `robustness_curve.png`; `load(path)` reads a
-    `report.json` back.
+    `report.md`, a self-contained `report.html`, the robustness curve as
+    PNG, SVG and PDF, `per_example.csv` and, when the adversarial inputs were
+    kept, `adversarial.npz`; `load(path)` reads a `report.json` back.
 
     Args:
         results: the JSON-ready dict of results.
+        adversarial: None, or `{"index": ..., "x_adv": ...}`: the adversarial
+            inputs of the broken points, not part of `to_dict()`.
     """
 
-    def __init__(self, results):
+    def __init__(self, results, adversarial=None):
         self._results = _jsonable(results)
+        self.adversarial = adversarial
 
     def __getattr__(self, name):
         results = self.__dict__.get("_results", {})
@@ -60,13 +77,25 @@ class RobustnessReport:
         return any(not c["passed"] for c in self._results.get("checks", []))
 
     def save(self, directory):
-        """Writes report.json, report.md and robustness_curve.png into `directory`."""
+        """Writes the report's files (see the class docstring) into `directory`."""
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, JSON_NAME), "w") as f:
             json.dump(self._results, f, indent=2)
         with open(os.path.join(directory, MARKDOWN_NAME), "w") as f:
             f.write(self.markdown())
-        self.plot(os.path.join(directory, PLOT_NAME))
+        with open(os.path.join(directory, HTML_NAME), "w") as f:
+            f.write(self.html())
+        stem = os.path.join(directory, os.path.splitext(PLOT_NAME)[0])
+        fig = self._figure()
+        for extension in PLOT_FORMATS:
+            fig.savefig(f"{stem}.{extension}", dpi=100)
+        _close(fig)
+        if self._results.get("per_example"):
+            per_example.write_csv(self._results["per_example"],
+                                  os.path.join(directory, per_example.CSV_NAME))
+        if self.adversarial is not None:
+            np.savez_compressed(os.path.join(directory, per_example.ADVERSARIAL_NAME),
+                                **self.adversarial)
         return directory
 
     @classmethod
@@ -78,24 +107,74 @@ class RobustnessReport:
             return cls(json.load(f))
 
     def plot(self, path):
-        """Saves the robustness curve (accuracy against epsilon) as a PNG, headless."""
+        """Saves the robustness curve (accuracy against epsilon) with its 95% intervals.
+
+        The format follows the extension of `path` (.png, .svg, .pdf, or any
+        matplotlib reads); headless.
+        """
+        fig = self._figure()
+        fig.savefig(path, dpi=100)
+        _close(fig)
+
+    def _figure(self):
         import matplotlib
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
-        curve = self._results["curve"]
+        r = self._results
+        curve = r["curve"]
+        epsilons, accuracy = [p["epsilon"] for p in curve], [p["accuracy"] for p in curve]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([p["epsilon"] for p in curve], [p["accuracy"] for p in curve], "o-",
-                label="PGD-20")
-        ax.axvline(self._results["epsilon"], color="gray", ls="--", lw=1)
-        ax.plot([self._results["epsilon"]], [self._results["robust_accuracy"]], "r*", ms=10,
-                label="worst case (all attacks)")
-        ax.set(xlabel=f"epsilon ({self._results['norm']})", ylabel="accuracy", ylim=(-0.02, 1.02),
-               title="Robustness curve")
+        ax.plot(epsilons, accuracy, "o-", label="PGD-20")
+        if all("interval" in p for p in curve):
+            ax.fill_between(epsilons, [p["interval"][0] for p in curve],
+                            [p["interval"][1] for p in curve], alpha=0.25,
+                            label=f"{self._interval_name()} interval")
+        ax.axvline(r["epsilon"], color="gray", ls="--", lw=1)
+        robust_interval = r.get("intervals", {}).get("robust_accuracy")
+        error = (None if robust_interval is None else
+                 [[r["robust_accuracy"] - robust_interval[0]],
+                  [robust_interval[1] - r["robust_accuracy"]]])
+        ax.errorbar([r["epsilon"]], [r["robust_accuracy"]], yerr=error, fmt="r*", ms=10,
+                    capsize=3, label="worst case (all attacks)")
+        ax.set(xlabel=f"epsilon ({r['norm']})", ylabel="accuracy", ylim=(-0.02, 1.02),
+               title=self._title())
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        return fig
+
+    def _title(self):
+        r = self._results
+        model = r.get("identity", {}).get("model", {})
+        if model.get("path"):  # runs/madry/model.keras -> madry/model.keras
+            path = os.path.normpath(model["path"])
+            model = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        else:
+            model = model.get("name")
+        return ((f"{model}: " if model else "")
+                + f"robustness at {r['norm']} epsilon {r['epsilon']:g}")
+
+    def _interval_name(self):
+        intervals = self._results.get("intervals")
+        if not intervals:
+            return None
+        return f"{intervals['confidence']:.0%} {intervals['method'].capitalize()}"
+
+    def html(self):
+        """The report as one self-contained HTML page: the Markdown's tables, the curve inline."""
+        import markdown as markdown_lib
+
+        fig = self._figure()
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg")
+        _close(fig)
+        svg = buffer.getvalue()
+        svg = svg[svg.index("<svg"):]  # drop the XML prologue, invalid inside HTML
+        body = markdown_lib.markdown(self.markdown(), extensions=["tables"])
+        return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+                f"<title>{html_lib.escape(self._title())}</title><style>{_CSS}</style>"
+                "</head><body>\n"
+                f"{body}\n<h2>Robustness curve</h2>\n{svg}\n</body></html>\n")
 
     def summary_lines(self):
         """Loud masking warnings, one per failed check, each saying what to do."""
@@ -108,19 +187,47 @@ class RobustnessReport:
                  f"{r['n_examples']} examples, epsilon = {r['epsilon']:g} ({r['norm']}), "
                  f"suite: {r.get('suite')}, seed {r.get('seed')}, "
                  f"{_number(r.get('wall_time_s'), '.1f')} s.", ""]
+        if r.get("identity"):
+            lines += markdown_header(r["identity"]) + [""]
         warnings = self.summary_lines()
         lines += (warnings or ["All gradient-masking checks passed."]) + [""]
-        lines += ["| evaluation | accuracy |", "|---|---|",
-                  f"| clean | {r['clean_accuracy']:.4f} |"]
-        lines += [f"| after {name} (cumulative) | {acc:.4f} |" for name, acc in r["attacks"].items()]
-        lines += [f"| **worst case over every attack** | **{r['robust_accuracy']:.4f}** |", ""]
-        lines += ["## Robustness curve (PGD-20)", "", "| epsilon | accuracy |", "|---|---|"]
-        lines += [f"| {p['epsilon']:.4g} | {p['accuracy']:.4f} |" for p in r["curve"]]
-        unbounded = r.get("unbounded", {})
-        lines += [f"| {unbounded.get('epsilon', 0):.4g} (unbounded) | "
-                  f"{_number(unbounded.get('accuracy'))} |", ""]
+        lines += self._markdown_accuracies()
+        if r.get("paired_test"):
+            lines += comparison.markdown(r["paired_test"])
         lines += self._markdown_statistics() + self._markdown_checks()
         return "\n".join(lines) + "\n"
+
+    def _markdown_accuracies(self):
+        r = self._results
+        intervals = r.get("intervals") or {}
+        attacks, alone = intervals.get("attacks", {}), r.get("individual") or {}
+        header = "accuracy" + (f" [{self._interval_name()} interval]" if intervals else "")
+        lines = []
+        if intervals:
+            lines += [f"Brackets: {self._interval_name()} score intervals over the "
+                      f"{r['n_examples']} examples.", ""]
+        if alone:
+            lines += [f"| evaluation | {header} | alone, on every clean-correct point |",
+                      "|---|---|---|"]
+        else:
+            lines += [f"| evaluation | {header} |", "|---|---|"]
+        extra = " |" if alone else ""
+        clean = _with_interval(r["clean_accuracy"], intervals.get("clean_accuracy"))
+        lines.append(f"| clean | {clean} |" + extra)
+        for name, accuracy in r["attacks"].items():
+            row = f"| after {name} (cumulative) | {_with_interval(accuracy, attacks.get(name))} |"
+            if alone:
+                row += f" {_with_interval(alone.get(name), intervals['individual'].get(name))} |"
+            lines.append(row)
+        robust = _with_interval(r["robust_accuracy"], intervals.get("robust_accuracy"))
+        lines += [f"| **worst case over every attack** | **{robust}** |" + extra, ""]
+        lines += ["## Robustness curve (PGD-20)", "", f"| epsilon | {header} |", "|---|---|"]
+        lines += [f"| {p['epsilon']:.4g} | {_with_interval(p['accuracy'], p.get('interval'))} |"
+                  for p in r["curve"]]
+        unbounded = r.get("unbounded", {})
+        lines += [f"| {unbounded.get('epsilon', 0):.4g} (unbounded) | "
+                  f"{_with_interval(unbounded.get('accuracy'), intervals.get('unbounded'))} |", ""]
+        return lines
 
     def _markdown_statistics(self):
         r = self._results
@@ -156,3 +263,12 @@ class RobustnessReport:
         return (f"RobustnessReport(clean_accuracy={r['clean_accuracy']:.4f}, "
                 f"robust_accuracy={r['robust_accuracy']:.4f}, epsilon={r['epsilon']:g}, "
                 f"norm={r['norm']!r}, masking_suspected={self.masking_suspected})")
+
+
+def _close(fig):
+    from matplotlib import pyplot as plt
+    plt.close(fig)
+
+
+_CSS = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.2em .6em}")

@@ -84,9 +84,14 @@ class Runner:
         scale = tf.constant(scale, tf.float32)
         return self.batched(lambda xb, yb: fn(xb, yb, scale), x, y, counted=True)
 
-    def fooled(self, attack, x, y, scale=1.0):
-        """Boolean array: the attack's point is misclassified."""
+    def fooled(self, attack, x, y, scale=1.0, return_adversarial=False):
+        """Boolean array: the attack's point is misclassified.
+
+        With `return_adversarial`, returns `(fooled, x_adv)`.
+        """
         if len(x) == 0:
-            return np.zeros(0, bool)
-        x_adv = self.attack(attack, x, y, scale)
-        return np.argmax(self.logits(x_adv), axis=1) != y
+            fooled, x_adv = np.zeros(0, bool), np.zeros((0, *x.shape[1:]), np.float32)
+        else:
+            x_adv = self.attack(attack, x, y, scale)
+            fooled = np.argmax(self.logits(x_adv), axis=1) != y
+        return (fooled, x_adv) if return_adversarial else fooled

@@ -9,11 +9,13 @@ import numpy as np
 from keras_advreg import checks, data_checks
 from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
-from keras_advreg.evaluation import curves, inputs
+from keras_advreg.evaluation import comparison, curves, inputs, per_example
+from keras_advreg.evaluation import identity as identity_lib
 from keras_advreg.evaluation.checks import failure_messages, run_checks
 from keras_advreg.evaluation.progress import StageProgress
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.evaluation.runner import Runner
+from keras_advreg.statistics import CONFIDENCE, INTERVAL_METHOD, wilson_interval
 
 CHECK_SQUARE_QUERIES = 1000
 
@@ -69,8 +71,11 @@ def _baseline_dict(baseline):
     raise ValueError(f"`baseline` must be None, a RobustnessReport or a dict, got {baseline!r}.")
 
 
-def run_suite(runner, attacks, x, y, correct):
+def run_suite(runner, attacks, x, y, correct, on_broken=None):
     """Runs each attack on the points still robust; returns accuracies and masks.
+
+    `on_broken(name, index, x_adv)`, if given, receives the indices of the
+    points each attack broke and their adversarial inputs.
 
     Returns:
         `(accuracy_after, new_breaks, robust, broken_by)`: the cumulative accuracy
@@ -83,7 +88,9 @@ def run_suite(runner, attacks, x, y, correct):
         name = name if name not in accuracy_after else f"{name}_{len(accuracy_after)}"
         index = np.flatnonzero(robust)
         runner.stage(name, len(index))
-        fooled = runner.fooled(attack, x[index], y[index])
+        fooled, x_adv = runner.fooled(attack, x[index], y[index], return_adversarial=True)
+        if on_broken is not None:
+            on_broken(name, index[fooled], x_adv[fooled])
         broken_by[name] = np.zeros_like(robust)
         broken_by[name][index[fooled]] = True
         robust[index[fooled]] = False
@@ -91,18 +98,48 @@ def run_suite(runner, attacks, x, y, correct):
     return accuracy_after, new_breaks, robust, broken_by
 
 
-def _check_attacks(runner, x, y, correct, epsilon, norm, clip):
-    """Stand-alone PGD-40, PGD-20 with 2 restarts and FGSM on every correct point."""
+def _check_attacks(epsilon, norm, clip):
+    """Stand-alone PGD-40, PGD-20 with 2 restarts and FGSM, run on every correct point."""
+    return {"pgd_more_steps": _pgd(epsilon, norm, clip, steps=40),
+            "pgd_restarts": _pgd(epsilon, norm, clip, restarts=2),
+            "fgsm": FGSM(epsilon, norm=norm, clip_min=clip[0], clip_max=clip[1])}
+
+
+def _run_check_attacks(runner, attacks, x, y, correct, breaks):
+    """Per-example robustness to each check attack; `breaks` records what each broke."""
     robust = {}
-    for key, attack in (("pgd_more_steps", _pgd(epsilon, norm, clip, steps=40)),
-                        ("pgd_restarts", _pgd(epsilon, norm, clip, restarts=2)),
-                        ("fgsm", FGSM(epsilon, norm=norm, clip_min=clip[0], clip_max=clip[1]))):
-        robust[key] = curves.accuracy_at(runner, attack, x, y, correct,
-                                         stage=f"masking check {attack_name(attack)}")
+    for key, attack in attacks.items():
+        stage = f"masking check {attack_name(attack)}"
+        robust[key] = curves.accuracy_at(runner, attack, x, y, correct, stage=stage,
+                                         on_broken=breaks.recorder(stage))
     return robust
 
 
-def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip):
+def _individual(runner, attacks, names, x, y, correct):
+    """Each suite attack's own accuracy on every clean-correct point (AutoAttack's individual)."""
+    return {name: float(curves.accuracy_at(runner, attack, x, y, correct,
+                                           stage=f"individual {name}").mean())
+            for name, attack in zip(names, attacks)}
+
+
+def _intervals(n, results):
+    """The 95% Wilson interval of every accuracy in `results`, which gains them."""
+    def interval(accuracy):
+        return list(wilson_interval(accuracy, n))
+
+    for point in results["curve"]:
+        point["interval"] = interval(point["accuracy"])
+    return {"method": INTERVAL_METHOD, "confidence": CONFIDENCE,
+            **{key: interval(results[key])
+               for key in ("clean_accuracy", "robust_accuracy", "suite_accuracy")},
+            "attacks": {k: interval(v) for k, v in results["attacks"].items()},
+            "individual": {k: interval(v) for k, v in (results["individual"] or {}).items()},
+            "check_attacks": {k: interval(v) for k, v in results["check_attacks"].items()
+                              if k != "square_only_breaks"},
+            "unbounded": interval(results["unbounded"]["accuracy"])}
+
+
+def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip, breaks):
     """Points Square broke that every white-box attack missed (runs Square if the suite had none)."""
     square_names = [n for n, a in zip(broken_by, attacks) if isinstance(a, Square)]
     if square_names:
@@ -112,8 +149,9 @@ def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm,
         return int(np.sum(square_broken & ~whitebox_broken)), robust
     square = Square(epsilon, n_queries=CHECK_SQUARE_QUERIES, norm=norm,
                     clip_min=clip[0], clip_max=clip[1])
-    after = curves.accuracy_at(runner, square, x, y, robust,
-                               stage=f"masking check square ({CHECK_SQUARE_QUERIES} queries)")
+    stage = f"masking check square ({CHECK_SQUARE_QUERIES} queries)"
+    after = curves.accuracy_at(runner, square, x, y, robust, stage=stage,
+                               on_broken=breaks.recorder(stage))
     return int(np.sum(robust & ~after)), after
 
 
@@ -147,7 +185,9 @@ def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline,
 
 def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_examples=None,
                         epsilons=None, batch_size=128, seed=0, baseline=None, progress=True,
-                        hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None):
+                        hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None,
+                        individual=False, save_adversarial=False, model_path=None,
+                        dataset=None, split=None, command_line=None):
     """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
 
     Runs the suite (each attack only on the points still robust, as
@@ -158,6 +198,14 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     Hessian spectral norm. `robust_accuracy` is the worst case per example over
     every attack run at `epsilon`, so it is at most each reported accuracy.
     Failed masking checks raise a `UserWarning` saying what to do.
+
+    Every accuracy carries a 95% Wilson interval (`intervals`, and each
+    curve point's `interval`). `per_example` holds each example's index,
+    label, clean and worst-case results, the first attack that broke it and
+    its perturbation's norm. With a `baseline` evaluated on the same
+    examples, `paired_test` is McNemar's exact test of the two models'
+    worst-case results. `identity` says what was evaluated, how and with
+    which software.
 
     Args:
         model: a Keras classifier returning logits (the base model, not the
@@ -173,7 +221,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
             0, eps/4, eps/2, eps, 2 eps, 4 eps.
         batch_size: examples per attack call.
         seed: the random seed (global Keras/TF seed, set here).
-        baseline: a `RobustnessReport` or its dict for the improvement ratio.
+        baseline: a `RobustnessReport` or its dict, for the improvement ratio
+            and the paired test.
         progress: print each stage's name (the attack's name in the report,
             "curve pgd20 eps=...", "masking check ...", ...) and a
             `keras.utils.Progbar` over its batches.
@@ -183,6 +232,15 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         num_classes: the number of classes, which the model's outputs must
             match; None checks only that every label is one of the outputs
             (`data` may be a few examples missing some classes).
+        individual: also run each suite attack on every clean-correct point,
+            for its own accuracy (`individual`); costs more than the suite
+            again, since every attack sees every point.
+        save_adversarial: keep the adversarial inputs of the broken points,
+            which `save` writes to adversarial.npz.
+        model_path: the model's file, whose SHA-256 the identity records.
+        dataset: the data's name, for the identity.
+        split: the data's split, for the identity.
+        command_line: the command that ran the evaluation, for the identity.
 
     Returns:
         A `RobustnessReport`.
@@ -212,7 +270,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     checks.radius(epsilon, norm, *clip, input_size=int(np.prod(x.shape[1:])))
     keras.utils.set_random_seed(seed)
 
-    n_stages = (len(attacks) + len(grid) + (epsilon not in grid) + 1 + 3 + 2 + hessian
+    n_stages = (len(attacks) * (1 + bool(individual)) + len(grid) + (epsilon not in grid)
+                + 1 + 3 + 2 + hessian
                 + (not any(isinstance(a, Square) for a in attacks)))
     runner = Runner(model, x.shape[1:], batch_size,
                     progress=StageProgress(n_stages, batch_size) if progress else None)
@@ -225,22 +284,33 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     y = data_checks.checked_labels(y_raw, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
 
-    accuracy_after, new_breaks, robust, broken_by = run_suite(runner, attacks, x, y, correct)
+    breaks = per_example.Breaks(x, norm, keep_adversarial=save_adversarial)
+    accuracy_after, new_breaks, robust, broken_by = run_suite(
+        runner, attacks, x, y, correct, on_broken=breaks.record)
     suite_accuracy = float(robust.mean())
     pgd = curves.curve_attack(norm, *clip)
     name = f"curve pgd{curves.PGD_STEPS}"
-    curve, by_epsilon = curves.robustness_curve(runner, x, y, correct, grid, pgd, name)
+
+    def on_curve_broken(radius, index, x_adv):  # only the evaluation radius counts
+        if radius == epsilon:
+            breaks.record(name, index, x_adv)
+
+    curve, by_epsilon = curves.robustness_curve(runner, x, y, correct, grid, pgd, name,
+                                                on_broken=on_curve_broken)
     pgd_at_eps = by_epsilon.get(epsilon)
     if pgd_at_eps is None:
         pgd_at_eps = curves.accuracy_at(runner, pgd, x, y, correct, epsilon,
-                                        stage=f"{name} eps={epsilon:g}")
+                                        stage=f"{name} eps={epsilon:g}",
+                                        on_broken=breaks.recorder(name))
     big = curves.unbounded_epsilon(norm, x.shape[1:], *clip)
     unbounded = {"epsilon": big, "accuracy": float(curves.accuracy_at(
         runner, pgd, x, y, correct, big, stage=f"{name} eps={big:g} (the whole box)").mean())}
-    extra = _check_attacks(runner, x, y, correct, epsilon, norm, clip)
+    check_attacks = _check_attacks(epsilon, norm, clip)
+    extra = _run_check_attacks(runner, check_attacks, x, y, correct, breaks)
     worst = robust & pgd_at_eps & np.all(list(extra.values()), axis=0)
     square_only, worst = _square_only_breaks(runner, x, y, worst, broken_by, attacks,
-                                             epsilon, norm, clip)
+                                             epsilon, norm, clip, breaks)
+    alone = _individual(runner, attacks, accuracy_after, x, y, correct) if individual else None
     clean_acc = float(correct.mean())
     regularity = _regularity(runner, x, y, correct, worst, epsilon, norm, hessian, baseline,
                              clean_acc)
@@ -252,18 +322,29 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     check_results = run_checks(evidence)
     for message in failure_messages(check_results):
         warnings.warn(message, stacklevel=2)
-    distances = regularity.pop("minimal_distances")
-    return RobustnessReport({
+    results_suite = suite if isinstance(suite, str) else [attack_name(a) for a in attacks]
+    examples = breaks.results(y, correct, worst, regularity.pop("minimal_distances"))
+    configs = {n: a.get_config() for n, a in zip(accuracy_after, attacks)}
+    others = {"curve": pgd.get_config(),
+              **{attack_name(a): a.get_config() for a in check_attacks.values()}}
+    results = {
         "clean_accuracy": clean_acc, "robust_accuracy": float(worst.mean()),
         "attacks": accuracy_after, "epsilon": epsilon, "norm": norm, "n_examples": len(x),
         "curve": curve, **regularity, "checks": check_results,
-        "suite": suite if isinstance(suite, str) else [attack_name(a) for a in attacks],
+        "suite": results_suite,
         "suite_accuracy": suite_accuracy, "new_breaks": new_breaks, "unbounded": unbounded,
         "check_attacks": {"pgd20": evidence["pgd"], "pgd40": evidence["pgd_more_steps"],
                           "pgd20_x2": evidence["pgd_restarts"], "fgsm": evidence["fgsm"],
                           "square_only_breaks": square_only},
         "masking_suspected": any(not c["passed"] for c in check_results),
-        "per_example": {"clean_correct": correct, "robust": worst,
-                        "minimal_distance": distances},
-        "attack_configs": {n: a.get_config() for n, a in zip(accuracy_after, attacks)},
-        "seed": seed, "wall_time_s": time.time() - start})
+        "per_example": examples, "individual": alone,
+        "paired_test": (comparison.paired_test(baseline, examples, epsilon, norm)
+                        if baseline else None),
+        "attack_configs": configs,
+        "identity": identity_lib.identity(
+            model, len(x), epsilon, norm, clip, results_suite, configs, others, seed,
+            model_path=model_path, dataset=dataset, split=split, command_line=command_line),
+        "seed": seed}
+    results["intervals"] = _intervals(len(x), results)
+    results["wall_time_s"] = time.time() - start
+    return RobustnessReport(results, adversarial=breaks.adversarial(worst, correct))
