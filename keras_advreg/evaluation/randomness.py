@@ -28,6 +28,13 @@ def randomness(first, second, eot_samples=EOT_SAMPLES):
     Returns:
         `{"randomized", "max_logit_difference", "tolerance", "eot_samples"}`,
         `eot_samples` 1 for a deterministic model.
+
+    Example:
+
+    >>> import numpy as np
+    >>> z = np.ones((2, 3), "float32")
+    >>> randomness(z, z)["randomized"], randomness(z, z + 0.1)["randomized"]
+    (False, True)
     """
     difference = float(np.max(np.abs(first - second), initial=0.0))
     tolerance = RELATIVE_TOLERANCE * (1.0 + float(np.max(np.abs(first), initial=0.0)))
@@ -37,7 +44,17 @@ def randomness(first, second, eot_samples=EOT_SAMPLES):
 
 
 def rand_suite(epsilon, norm, clip, eot_samples=EOT_SAMPLES):
-    """AutoAttack's version="rand": APGD-CE and APGD-DLR, each gradient an EOT mean."""
+    """AutoAttack's version="rand": APGD-CE and APGD-DLR, each gradient an EOT mean.
+
+    Args:
+        epsilon: the radius of the threat model.
+        norm: "linf" or "l2".
+        clip: the `(clip_min, clip_max)` box.
+        eot_samples: the passes each gradient averages over.
+
+    Returns:
+        A list of two `APGD` attacks.
+    """
     return [APGD(epsilon, norm=norm, loss=loss, clip_min=clip[0], clip_max=clip[1],
                  eot_samples=eot_samples) for loss in ("cross_entropy", "dlr")]
 
@@ -46,6 +63,13 @@ def with_eot(attacks, eot_samples=EOT_SAMPLES):
     """The attacks with every single-pass PGD or APGD (FGSM too) rebuilt with EOT.
 
     Attacks already using EOT, and gradient-free ones (Square), are kept.
+
+    Args:
+        attacks: a list of `Attack` objects.
+        eot_samples: the passes each gradient averages over.
+
+    Returns:
+        A new list; unchanged attacks are the same objects.
     """
     return [type(a).from_config({**a.get_config(), "eot_samples": eot_samples})
             if isinstance(a, (PGD, APGD)) and a.eot_samples == 1 else a
