@@ -86,6 +86,10 @@ class APGD(Attack):
         momentum: the momentum alpha of the update (0.75).
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
+        eot_samples: the number of forward/backward passes each gradient and
+            loss average over (expectation over transformation; the step-size
+            rule then compares mean losses); `EOT_SAMPLES` (20) for a model with
+            noise or dropout at inference, as AutoAttack's version="rand".
 
     Example:
 
@@ -99,8 +103,9 @@ class APGD(Attack):
 
     def __init__(self, epsilon=8 / 255, steps=100, norm="linf", loss="cross_entropy",
                  n_target_classes=9, restarts=1, rho=0.75, momentum=0.75,
-                 clip_min=0.0, clip_max=1.0):
+                 clip_min=0.0, clip_max=1.0, eot_samples=1):
         super().__init__(epsilon, norm, clip_min, clip_max)
+        self.eot_samples = checks.integer("eot_samples", eot_samples, minimum=1)
         self.steps = checks.integer("steps", steps, minimum=1)
         self.loss = checks.choice("loss", loss, APGD_LOSSES)
         self.n_target_classes = checks.integer("n_target_classes", n_target_classes, minimum=1)
@@ -110,8 +115,8 @@ class APGD(Attack):
 
     @property
     def name(self):
-        return {"cross_entropy": "apgd_ce", "dlr": "apgd_dlr",
-                "targeted_dlr": "apgd_t"}[self.loss]
+        return ({"cross_entropy": "apgd_ce", "dlr": "apgd_dlr", "targeted_dlr": "apgd_t"}[self.loss]
+                + (f"_eot{self.eot_samples}" if self.eot_samples > 1 else ""))
 
     def perturb(self, model, x, y, scale):
         epsilon = self.epsilon * scale
@@ -141,7 +146,8 @@ class APGD(Attack):
 
         def evaluate(point):
             loss, logits, grad = loss_gradient(
-                model, point, labels, lambda y, z, _: loss_fn(y, z, target))
+                model, point, labels, lambda y, z, _: loss_fn(y, z, target),
+                samples=self.eot_samples)
             return loss, grad, losses.misclassified(labels, logits)
 
         def move(point, grad, step):
@@ -209,4 +215,4 @@ class APGD(Attack):
     def get_config(self):
         return {**super().get_config(), "steps": self.steps, "loss": self.loss,
                 "n_target_classes": self.n_target_classes, "restarts": self.restarts,
-                "rho": self.rho, "momentum": self.momentum}
+                "rho": self.rho, "momentum": self.momentum, "eot_samples": self.eot_samples}

@@ -12,6 +12,9 @@ from keras_advreg.attacks import geometry, losses
 # scale changes nothing else.
 ATTACK_LOSS_SCALE = 2.0**10
 
+# Gradient samples per step against a randomized model, as AutoAttack's version="rand".
+EOT_SAMPLES = 20
+
 # Per-example losses an attack can maximize, each `fn(labels, logits, reference_logits)`.
 ATTACK_LOSSES = {
     "cross_entropy": lambda y, z, ref: losses.cross_entropy(y, z),
@@ -35,6 +38,10 @@ class Attack:
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
     """
+
+    # Passes each loss gradient averages over (EOT, see `loss_gradient`); attacks
+    # that support EOT take it as an argument.
+    eot_samples = 1
 
     def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0):
         self.epsilon = checks.number("epsilon", epsilon)
@@ -91,16 +98,36 @@ def logits_of(model, x):
     return tf.cast(model(x, training=False), tf.float32)
 
 
-def loss_gradient(model, x, y, loss_fn, reference_logits=None):
+def loss_gradient(model, x, y, loss_fn, reference_logits=None, samples=1):
     """The per-example attack loss at `x` and its input gradient.
 
     The gradient is of the scaled per-example sum, so it is the per-example
     gradient up to the positive constant `ATTACK_LOSS_SCALE`; non-finite entries
-    are zeroed.
+    are zeroed. With `samples > 1` the loss, logits and gradient are means over
+    that many forward/backward passes: expectation over transformation (EOT,
+    Athalye et al. 2018, arXiv 1802.00420), the gradient of a model whose
+    outputs are random (noise or dropout at inference).
+
+    Args:
+        samples: the number of passes, a Python int (fixed when traced).
 
     Returns:
         `(per_example_loss, logits, gradient)`.
     """
+    first = _one_pass(model, x, y, loss_fn, reference_logits)
+    if samples == 1:
+        return first
+
+    def add(i, total):
+        one = _one_pass(model, x, y, loss_fn, reference_logits)
+        return i + 1, tuple(t + o for t, o in zip(total, one))
+
+    # A loop, not `samples` unrolled copies of the model in the graph.
+    _, total = tf.while_loop(lambda i, _: i < samples, add, (tf.constant(1), first))
+    return tuple(t / samples for t in total)
+
+
+def _one_pass(model, x, y, loss_fn, reference_logits):
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
         logits = logits_of(model, x)

@@ -24,6 +24,8 @@ class FGSM(PGD):
         targeted: if True, `y` holds target classes and the loss is minimized.
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
+        eot_samples: the number of forward/backward passes the gradient
+            averages over (expectation over transformation).
 
     Example:
 
@@ -35,14 +37,16 @@ class FGSM(PGD):
     """
 
     def __init__(self, epsilon=8 / 255, step_size=None, norm="linf", random_start=False,
-                 loss="cross_entropy", targeted=False, clip_min=0.0, clip_max=1.0):
+                 loss="cross_entropy", targeted=False, clip_min=0.0, clip_max=1.0,
+                 eot_samples=1):
         epsilon = checks.number("epsilon", epsilon)
         if step_size is None:
             step_size = 1.25 * epsilon if random_start else epsilon
         checks.choice("loss", loss, ("cross_entropy", "cw_margin"))
         super().__init__(epsilon=epsilon, step_size=step_size, steps=1, norm=norm,
                          random_start=random_start, restarts=1, loss=loss,
-                         targeted=targeted, clip_min=clip_min, clip_max=clip_max)
+                         targeted=targeted, clip_min=clip_min, clip_max=clip_max,
+                         eot_samples=eot_samples)
 
     def get_config(self):
         config = super().get_config()

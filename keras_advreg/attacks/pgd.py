@@ -39,6 +39,9 @@ class PGD(Attack):
         targeted: if True, `y` holds target classes and the loss is minimized.
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
+        eot_samples: the number of forward/backward passes each step's gradient
+            averages over (expectation over transformation); for a model with
+            noise or dropout at inference use `EOT_SAMPLES` (20). 1: one pass.
 
     Example:
 
@@ -52,8 +55,9 @@ class PGD(Attack):
 
     def __init__(self, epsilon=8 / 255, step_size=None, steps=10, norm="linf",
                  random_start=True, restarts=1, loss="cross_entropy", targeted=False,
-                 clip_min=0.0, clip_max=1.0):
+                 clip_min=0.0, clip_max=1.0, eot_samples=1):
         super().__init__(epsilon, norm, clip_min, clip_max)
+        self.eot_samples = checks.integer("eot_samples", eot_samples, minimum=1)
         if step_size is None:
             step_size = self.epsilon / 4
         self.step_size = checks.number("step_size", step_size)
@@ -99,7 +103,8 @@ class PGD(Attack):
         x_adv = self._start(model, x, epsilon, seed)
 
         def step(i, x_adv):
-            _, _, gradient = loss_gradient(model, x_adv, y, loss_fn, reference)
+            _, _, gradient = loss_gradient(model, x_adv, y, loss_fn, reference,
+                                          samples=self.eot_samples)
             x_adv = x_adv + direction * step_size * geometry.steepest_ascent(gradient, self.norm)
             return i + 1, self.project(x_adv, x, epsilon)
 
@@ -129,4 +134,4 @@ class PGD(Attack):
     def get_config(self):
         return {**super().get_config(), "step_size": self.step_size, "steps": self.steps,
                 "random_start": self.random_start, "restarts": self.restarts,
-                "loss": self.loss, "targeted": self.targeted}
+                "loss": self.loss, "targeted": self.targeted, "eot_samples": self.eot_samples}

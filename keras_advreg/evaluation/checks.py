@@ -28,6 +28,11 @@ ADVICE = {
     "nonzero_finite_input_gradients":
         "Some input gradients are zero or non-finite (shattered/vanishing gradients, "
         "quantization or saturated softmax). Use the DLR/CW-margin losses, Square, or BPDA.",
+    "deterministic_outputs":
+        "The model's outputs differ between two identical inference calls (noise or dropout "
+        "left on at inference), so single-pass gradients are random and understate the attack. "
+        "The suite's gradient attacks averaged each gradient over EOT samples; report that "
+        "worst case (suite='rand', AutoAttack's version='rand'), or turn the randomness off.",
     "outputs_are_logits":
         "The model seems to output probabilities: remove the final softmax (attacks and "
         "losses expect logits), otherwise the cross-entropy gradients saturate.",
@@ -99,8 +104,17 @@ def logits(evidence):
                    else f"outputs in [{z.min():.3g}, {z.max():.3g}], not a probability simplex")
 
 
+def deterministic(evidence):
+    r = evidence["randomness"]
+    detail = (f"two calls on the same inputs differ by up to {r['max_logit_difference']:.3g} "
+              f"in the logits (tolerance {r['tolerance']:.2g})")
+    if r["randomized"]:
+        detail += f"; gradient attacks of the suite used EOT over {r['eot_samples']} samples"
+    return _result("deterministic_outputs", not r["randomized"], detail)
+
+
 CHECKS = (monotone_curve, unbounded_zero, more_iterations, iterative_vs_single_step,
-          gradient_free, gradients, logits)
+          gradient_free, gradients, logits, deterministic)
 
 
 def run_checks(evidence):

@@ -189,6 +189,12 @@ class RobustnessReport:
                  f"{_number(r.get('wall_time_s'), '.1f')} s.", ""]
         if r.get("identity"):
             lines += markdown_header(r["identity"]) + [""]
+        if r.get("randomized"):
+            random = r["randomness"]
+            lines += [f"**Randomized model**: two identical calls' logits differ by up to "
+                      f"{random['max_logit_difference']:.3g}; the suite's gradient attacks "
+                      f"averaged each gradient over {random['eot_samples']} samples (EOT). "
+                      f"Suite used: {r.get('suite_used')}.", ""]
         warnings = self.summary_lines()
         lines += (warnings or ["All gradient-masking checks passed."]) + [""]
         lines += self._markdown_accuracies()

@@ -9,7 +9,7 @@ import numpy as np
 from keras_advreg import checks, data_checks
 from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
-from keras_advreg.evaluation import comparison, curves, inputs, per_example
+from keras_advreg.evaluation import comparison, curves, inputs, per_example, randomness
 from keras_advreg.evaluation import identity as identity_lib
 from keras_advreg.evaluation.checks import failure_messages, run_checks
 from keras_advreg.evaluation.progress import StageProgress
@@ -34,17 +34,23 @@ SUITES = {
     "fast": lambda eps, norm, clip: [
         _pgd(eps, norm, clip),
         APGD(eps, norm=norm, loss="cross_entropy", clip_min=clip[0], clip_max=clip[1])],
+    "rand": randomness.rand_suite,
 }
+
+
+def _eot(attack):
+    return f"_eot{attack.eot_samples}" if attack.eot_samples > 1 else ""
+
 
 _NAMES = {
     PGD: lambda a: f"pgd{a.steps}" + ("_" + a.loss if a.loss != "cross_entropy" else "")
-    + (f"_x{a.restarts}" if a.restarts > 1 else ""),
-    FGSM: lambda a: "fgsm",
+    + (f"_x{a.restarts}" if a.restarts > 1 else "") + _eot(a),
+    FGSM: lambda a: "fgsm" + _eot(a),
 }
 
 
 def attack_name(attack):
-    """A short readable name: pgd20, pgd20_cw_margin_x4, apgd_ce, apgd_t, square, ..."""
+    """A short readable name: pgd20, pgd20_cw_margin_x4, apgd_ce, apgd_t_eot20, square, ..."""
     return _NAMES.get(type(attack), lambda a: getattr(a, "name", type(a).__name__.lower()))(attack)
 
 
@@ -96,6 +102,22 @@ def run_suite(runner, attacks, x, y, correct, on_broken=None):
         robust[index[fooled]] = False
         accuracy_after[name], new_breaks[name] = float(robust.mean()), int(fooled.sum())
     return accuracy_after, new_breaks, robust, broken_by
+
+
+def _suite_for(random, suite, attacks, epsilon, norm, clip):
+    """The attacks to run and the suite's name (or attack names) for the report.
+
+    A randomized model gets AutoAttack's answer: "standard" becomes "rand"
+    (APGD-CE and APGD-DLR with EOT), any other suite keeps its attacks with
+    every single-pass gradient attack averaged over EOT samples.
+    """
+    if random["randomized"] and suite == "standard":
+        return randomness.rand_suite(epsilon, norm, clip, random["eot_samples"]), "rand"
+    if random["randomized"]:
+        eot = randomness.with_eot(attacks, random["eot_samples"])
+        if any(new is not old for new, old in zip(eot, attacks)):
+            return eot, [attack_name(a) for a in eot]
+    return attacks, suite if isinstance(suite, str) else [attack_name(a) for a in attacks]
 
 
 def _check_attacks(epsilon, norm, clip):
@@ -199,6 +221,12 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     every attack run at `epsilon`, so it is at most each reported accuracy.
     Failed masking checks raise a `UserWarning` saying what to do.
 
+    The model is called twice on the data first: if the logits differ (noise
+    or dropout at inference), `randomized` is True, the masking check
+    `deterministic_outputs` fails, and the suite's gradient attacks average
+    each gradient over `EOT_SAMPLES` (20) passes; "standard" becomes "rand",
+    as AutoAttack's version="rand". `suite_used` names what ran.
+
     Every accuracy carries a 95% Wilson interval (`intervals`, and each
     curve point's `interval`). `per_example` holds each example's index,
     label, clean and worst-case results, the first attack that broke it and
@@ -215,7 +243,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         epsilon: the radius of the threat model.
         norm: "linf" or "l2".
         suite: "standard" (APGD-CE, APGD-T, Square-5000), "fast" (PGD-20,
-            APGD-CE) or a list of `Attack` objects.
+            APGD-CE), "rand" (APGD-CE, APGD-DLR, EOT over 20 samples, for
+            randomized models) or a list of `Attack` objects.
         n_examples: evaluate the first n examples (None: all).
         epsilons: the curve's epsilon grid (strictly increasing); default
             0, eps/4, eps/2, eps, 2 eps, 4 eps.
@@ -270,11 +299,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     checks.radius(epsilon, norm, *clip, input_size=int(np.prod(x.shape[1:])))
     keras.utils.set_random_seed(seed)
 
-    n_stages = (len(attacks) * (1 + bool(individual)) + len(grid) + (epsilon not in grid)
-                + 1 + 3 + 2 + hessian
-                + (not any(isinstance(a, Square) for a in attacks)))
-    runner = Runner(model, x.shape[1:], batch_size,
-                    progress=StageProgress(n_stages, batch_size) if progress else None)
+    runner = Runner(model, x.shape[1:], batch_size)
     runner.clip = clip
     logits = runner.logits(x)
     if logits.ndim != 2:
@@ -283,6 +308,13 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         data_checks.check_num_classes(logits.shape[1], num_classes, data_name="`data`")
     y = data_checks.checked_labels(y_raw, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
+    random = randomness.randomness(logits, runner.logits(x))
+    attacks, suite_used = _suite_for(random, suite, attacks, epsilon, norm, clip)
+
+    n_stages = (len(attacks) * (1 + bool(individual)) + len(grid) + (epsilon not in grid)
+                + 1 + 3 + 2 + hessian
+                + (not any(isinstance(a, Square) for a in attacks)))
+    runner.progress = StageProgress(n_stages, batch_size) if progress else None
 
     breaks = per_example.Breaks(x, norm, keep_adversarial=save_adversarial)
     accuracy_after, new_breaks, robust, broken_by = run_suite(
@@ -317,12 +349,12 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     evidence = {"n": len(x), "curve": curve, "unbounded": unbounded,
                 "pgd": float(pgd_at_eps.mean()), "logits": logits,
                 "square_only_breaks": square_only,
-                "gradient_norms": regularity["gradient_norms"],
+                "gradient_norms": regularity["gradient_norms"], "randomness": random,
                 **{k: float(v.mean()) for k, v in extra.items()}}
     check_results = run_checks(evidence)
     for message in failure_messages(check_results):
         warnings.warn(message, stacklevel=2)
-    results_suite = suite if isinstance(suite, str) else [attack_name(a) for a in attacks]
+    results_suite = suite if isinstance(suite, str) else [attack_name(a) for a in suite]
     examples = breaks.results(y, correct, worst, regularity.pop("minimal_distances"))
     configs = {n: a.get_config() for n, a in zip(accuracy_after, attacks)}
     others = {"curve": pgd.get_config(),
@@ -331,7 +363,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         "clean_accuracy": clean_acc, "robust_accuracy": float(worst.mean()),
         "attacks": accuracy_after, "epsilon": epsilon, "norm": norm, "n_examples": len(x),
         "curve": curve, **regularity, "checks": check_results,
-        "suite": results_suite,
+        "suite": results_suite, "suite_used": suite_used,
+        "randomized": random["randomized"], "randomness": random,
         "suite_accuracy": suite_accuracy, "new_breaks": new_breaks, "unbounded": unbounded,
         "check_attacks": {"pgd20": evidence["pgd"], "pgd40": evidence["pgd_more_steps"],
                           "pgd20_x2": evidence["pgd_restarts"], "fgsm": evidence["fgsm"],
@@ -342,7 +375,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
                         if baseline else None),
         "attack_configs": configs,
         "identity": identity_lib.identity(
-            model, len(x), epsilon, norm, clip, results_suite, configs, others, seed,
+            model, len(x), epsilon, norm, clip, suite_used, configs, others, seed,
             model_path=model_path, dataset=dataset, split=split, command_line=command_line),
         "seed": seed}
     results["intervals"] = _intervals(len(x), results)
