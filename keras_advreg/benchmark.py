@@ -39,7 +39,9 @@ def parse_spec(spec):
                          f"{sorted(methods.METHODS)}.")
     kwargs = {}
     for item in filter(None, arguments.split(",")):
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} in {spec!r} must be key=value, e.g. 'madry:steps=2'.")
         for kind in (int, float, str):
             try:
                 kwargs[key] = kind(value)
@@ -56,6 +58,10 @@ def objective_of(spec, epsilon, norm):
     name, kwargs = parse_spec(spec)
     recipe = methods.METHODS[name]
     accepted = inspect.signature(recipe).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} in {spec!r} is not an argument of {name}; it "
+                         f"takes: {', '.join(accepted) or 'no arguments'}.")
     for key, value in (("epsilon", epsilon), ("norm", norm)):
         if key in accepted:
             kwargs.setdefault(key, value)

@@ -205,10 +205,6 @@ def _light_attack(epsilon, steps, step_size, norm, clip_min, clip_max):
                clip_min=clip_min, clip_max=clip_max)
 
 
-METHODS = {"standard": standard, "madry": madry, "fast_at": fast_at, "mixed": mixed,
-           "trades": trades, "mart": mart, "arr": arr}
-
-
 PENALTIES = ("double_backprop", "finite_difference")
 
 
@@ -392,6 +388,8 @@ def gaussian_augmentation(sigma=0.25):
     return [GaussianNoiseLoss(sigma=sigma)]
 
 
-METHODS.update({"gradient_regularization": gradient_regularization, "hybrid": hybrid,
-                "gfa": gfa, "grad_align": grad_align,
-                "gaussian_augmentation": gaussian_augmentation})
+METHODS = {"standard": standard, "madry": madry, "fast_at": fast_at, "mixed": mixed,
+           "trades": trades, "mart": mart, "arr": arr,
+           "gradient_regularization": gradient_regularization, "hybrid": hybrid, "gfa": gfa,
+           "grad_align": grad_align, "gaussian_augmentation": gaussian_augmentation}
+"""Method name -> recipe, for the command line, the benchmark and the sweep."""

@@ -402,3 +402,16 @@ def test_evaluate_without_epsilon_or_config_is_an_error(tmp_path, capsys):
     code, err = _run(["evaluate", str(tmp_path / "model.keras"), "--out", str(tmp_path / "e")],
                      capsys)
     assert code == 2 and "--epsilon is required" in err
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("madry:stpes=2", "stpes in 'madry:stpes=2' is not an argument of madry; it takes: epsilon"),
+    ("madry:steps", "'steps' in 'madry:steps' must be key=value"),
+    ("madri", "unknown method 'madri'"),
+])
+def test_benchmark_method_specs_get_named_errors_before_training(spec, fragment, tmp_path,
+                                                                 capsys):
+    code = cli.main(["benchmark", "--methods", "standard", spec, "--out", str(tmp_path / "b")])
+    assert code == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
