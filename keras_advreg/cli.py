@@ -177,6 +177,9 @@ def _build_parser():
     evaluate.add_argument("--individual", action="store_true",
                           help="also run each suite attack alone on every clean-correct point "
                                "(AutoAttack's individual mode; more than the suite's time again)")
+    evaluate.add_argument("--no-escalate", dest="escalate", action="store_false",
+                          help="when a masking check fails, only warn: skip the re-run with "
+                               "5 restarts and 4x Square's queries")
     evaluate.add_argument("--unsafe", action="store_true",
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")
@@ -667,7 +670,7 @@ def evaluate(args):
             suite=args.suite, n_examples=args.n_examples, epsilons=args.epsilons,
             batch_size=args.batch_size, seed=args.seed, baseline=baseline, progress=True,
             individual=args.individual, save_adversarial=args.save_adversarial,
-            model_path=args.model, dataset=args.dataset, split="test",
+            escalate=args.escalate, model_path=args.model, dataset=args.dataset, split="test",
             command_line=getattr(args, "command_line", None))
         report.save(staging)
     low, high = report.intervals["robust_accuracy"]

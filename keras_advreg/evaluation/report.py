@@ -225,8 +225,23 @@ class RobustnessReport:
             if alone:
                 row += f" {_with_interval(alone.get(name), intervals['individual'].get(name))} |"
             lines.append(row)
+        escalated = r.get("escalation") or {}
+        if escalated.get("run"):
+            before = _with_interval(r["robust_accuracy_before_escalation"],
+                                    intervals.get("robust_accuracy_before_escalation"))
+            lines.append(f"| worst case before escalation | {before} |" + extra)
+            for name, count in escalated["new_breaks"].items():
+                lines.append(f"| {name} (on the points still robust) | {count} newly broken |"
+                             + extra)
         robust = _with_interval(r["robust_accuracy"], intervals.get("robust_accuracy"))
         lines += [f"| **worst case over every attack** | **{robust}** |" + extra, ""]
+        if escalated.get("run"):
+            budgets = escalated["budgets"]
+            lines += [f"A masking check failed, so the suite ran again with larger budgets "
+                      f"({budgets['restarts']} restarts, {budgets['square_query_factor']}x "
+                      f"Square's queries): {escalated['newly_broken']} more points broken, "
+                      f"robust accuracy {escalated['accuracy_before']:.4f} before escalation, "
+                      f"{escalated['accuracy']:.4f} after.", ""]
         lines += ["## Robustness curve (PGD-20)", "", f"| epsilon | {header} |", "|---|---|"]
         lines += [f"| {p['epsilon']:.4g} | {_with_interval(p['accuracy'], p.get('interval'))} |"
                   for p in r["curve"]]

@@ -9,7 +9,7 @@ import numpy as np
 from keras_advreg import checks, data_checks
 from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
-from keras_advreg.evaluation import comparison, curves, inputs, per_example, randomness
+from keras_advreg.evaluation import comparison, curves, escalation, inputs, per_example, randomness
 from keras_advreg.evaluation import identity as identity_lib
 from keras_advreg.evaluation.checks import failure_messages, run_checks
 from keras_advreg.evaluation.progress import StageProgress
@@ -153,12 +153,15 @@ def _intervals(n, results):
         point["interval"] = interval(point["accuracy"])
     return {"method": INTERVAL_METHOD, "confidence": CONFIDENCE,
             **{key: interval(results[key])
-               for key in ("clean_accuracy", "robust_accuracy", "suite_accuracy")},
+               for key in ("clean_accuracy", "robust_accuracy", "suite_accuracy",
+                           "robust_accuracy_before_escalation")},
             "attacks": {k: interval(v) for k, v in results["attacks"].items()},
             "individual": {k: interval(v) for k, v in (results["individual"] or {}).items()},
             "check_attacks": {k: interval(v) for k, v in results["check_attacks"].items()
                               if k != "square_only_breaks"},
-            "unbounded": interval(results["unbounded"]["accuracy"])}
+            "unbounded": interval(results["unbounded"]["accuracy"]),
+            "escalation": (interval(results["escalation"]["accuracy"])
+                           if results["escalation"]["run"] else None)}
 
 
 def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip, breaks):
@@ -209,7 +212,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
                         epsilons=None, batch_size=128, seed=0, baseline=None, progress=True,
                         hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None,
                         individual=False, save_adversarial=False, model_path=None,
-                        dataset=None, split=None, command_line=None):
+                        dataset=None, split=None, command_line=None, escalate=True):
     """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
 
     Runs the suite (each attack only on the points still robust, as
@@ -219,7 +222,12 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     the Finlay & Oberman bounds and, with `hessian=True` (smooth models), the
     Hessian spectral norm. `robust_accuracy` is the worst case per example over
     every attack run at `epsilon`, so it is at most each reported accuracy.
-    Failed masking checks raise a `UserWarning` saying what to do.
+    Failed masking checks raise a `UserWarning` saying what to do and, with
+    `escalate`, trigger an escalation: the suite's attacks again on the points
+    still robust with 5 restarts and 4x Square's queries (budgets in
+    `evaluation.escalation`); `robust_accuracy` then includes its breaks,
+    `robust_accuracy_before_escalation` is the number without, and
+    `escalation` records the attacks, budgets and newly broken points.
 
     The model is called twice on the data first: if the logits differ (noise
     or dropout at inference), `randomized` is True, the masking check
@@ -270,6 +278,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         dataset: the data's name, for the identity.
         split: the data's split, for the identity.
         command_line: the command that ran the evaluation, for the identity.
+        escalate: when a masking check fails, re-run the suite with larger
+            budgets (see above); False only warns.
 
     Returns:
         A `RobustnessReport`.
@@ -354,13 +364,26 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     check_results = run_checks(evidence)
     for message in failure_messages(check_results):
         warnings.warn(message, stacklevel=2)
+    before = worst
+    if not escalate:
+        escalated = escalation.not_run("escalate=False")
+    elif all(c["passed"] for c in check_results):
+        escalated = escalation.not_run("all masking checks passed")
+    else:
+        stronger = escalation.escalated_attacks(attacks, epsilon, norm, clip, attack_name)
+        if runner.progress is not None:  # stages known only now that a check failed
+            runner.progress.n_stages += len(stronger)
+        worst, new = escalation.escalate(runner, stronger, x, y, before, breaks.record)
+        escalated = escalation.summary(stronger, before, worst, new)
     results_suite = suite if isinstance(suite, str) else [attack_name(a) for a in suite]
     examples = breaks.results(y, correct, worst, regularity.pop("minimal_distances"))
     configs = {n: a.get_config() for n, a in zip(accuracy_after, attacks)}
     others = {"curve": pgd.get_config(),
               **{attack_name(a): a.get_config() for a in check_attacks.values()}}
+    others.update(escalated.get("attacks", {}))  # run only when a check failed
     results = {
         "clean_accuracy": clean_acc, "robust_accuracy": float(worst.mean()),
+        "robust_accuracy_before_escalation": float(before.mean()), "escalation": escalated,
         "attacks": accuracy_after, "epsilon": epsilon, "norm": norm, "n_examples": len(x),
         "curve": curve, **regularity, "checks": check_results,
         "suite": results_suite, "suite_used": suite_used,
