@@ -593,13 +593,9 @@ def load_model(path, unsafe=False):
     return model.base_model if isinstance(model, AdvRegModel) else model
 
 
-def _evaluation_defaults(args):
-    """Fills --dataset, --data-dir, --epsilon and --norm from the train run's config.json.
-
-    The run is the folder of `args.model`; explicit flags win, and a run
-    trained without --epsilon or --norm evaluates at its method's defaults.
-    """
-    path = os.path.join(os.path.dirname(args.model), "config.json")
+def _train_run_config(model_path):
+    """`(path, config)`: the config.json beside `model_path`, {} unless `train` wrote it."""
+    path = os.path.join(os.path.dirname(model_path), "config.json")
     config = {}
     if os.path.isfile(path):
         with open(path) as f:
@@ -610,6 +606,16 @@ def _evaluation_defaults(args):
                                  f"{error}.") from error
     if config.get("command") != "train":
         config = {}  # not the config of a `keras-advreg train` run
+    return path, config
+
+
+def _evaluation_defaults(args):
+    """Fills --dataset, --data-dir, --epsilon and --norm from the train run's config.json.
+
+    The run is the folder of `args.model`; explicit flags win, and a run
+    trained without --epsilon or --norm evaluates at its method's defaults.
+    """
+    path, config = _train_run_config(args.model)
     trained = config.get("method_arguments", {})
     method = config.get("method")
     filled = []
@@ -688,17 +694,7 @@ def evaluate(args):
 
 def _certify_defaults(args):
     """Fills --dataset, --data-dir and --sigma from the train run's config.json."""
-    path = os.path.join(os.path.dirname(args.model), "config.json")
-    config = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            try:
-                config = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} beside the model is not valid JSON: "
-                                 f"{error}.") from error
-    if config.get("command") != "train":
-        config = {}
+    path, config = _train_run_config(args.model)
     args.dataset = args.dataset or config.get("dataset") or "digits"
     args.data_dir = args.data_dir or config.get("data_dir")
     if args.sigma is None and config.get("method") == "gaussian_augmentation":
