@@ -1,5 +1,6 @@
 """Test configuration: quiet TensorFlow, two logical CPUs, seeded tests."""
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,3 +24,29 @@ def _seed_and_float32():
     yield
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session(free_memory=False)  # 100x faster; no gc between tests
+
+
+@pytest.fixture
+def interrupted_fit(monkeypatch):
+    """`with interrupted_fit(epoch):` makes `AdvRegModel.fit` raise KeyboardInterrupt as
+    epoch `epoch` begins, like a user's Ctrl-C just after the previous epoch's backup."""
+    from keras_advreg import AdvRegModel
+
+    fit = AdvRegModel.fit
+
+    @contextlib.contextmanager
+    def interrupted(epoch):
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, current, logs=None):
+                if current == epoch:
+                    raise KeyboardInterrupt
+
+        def interrupted_fit(self, *args, **kwargs):
+            kwargs["callbacks"] = [Interrupt(), *kwargs.get("callbacks", [])]
+            return fit(self, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(AdvRegModel, "fit", interrupted_fit)
+            yield
+
+    return interrupted

@@ -214,29 +214,17 @@ def test_data_dir_is_forwarded_to_load_dataset(argv, tmp_path, monkeypatch, caps
     assert calls == [("mnist", str(tmp_path / "tfds"))]
 
 
-def test_interrupted_train_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_interrupted_train_resumes_to_the_same_weights(tmp_path, interrupted_fit):
     """Kill-like interruption after epoch 1, then the same command again."""
     argv = ["train", "--method", "madry", "--epsilon", "0.1", "--steps", "2", "--epochs", "3",
             "--dataset", "digits", "--arch", "mlp", "--batch-size", "128",
             "--validation-examples", "0", "--verbose", "0"]
     assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
 
-    original_fit = AdvRegModel.fit
-
-    def fit_interrupted_at_epoch_2(self, *args, **kwargs):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 2:
-                    raise KeyboardInterrupt
-        kwargs["callbacks"] = [Interrupt(), *kwargs.get("callbacks", [])]
-        return original_fit(self, *args, **kwargs)
-
     interrupted = tmp_path / "interrupted"
-    monkeypatch.setattr(AdvRegModel, "fit", fit_interrupted_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_fit(2), pytest.raises(KeyboardInterrupt):
         cli.main([*argv, "--out", str(interrupted)])
     assert not (interrupted / "model.keras").exists()
-    monkeypatch.setattr(AdvRegModel, "fit", original_fit)
     assert cli.main([*argv, "--out", str(interrupted)]) == 0
 
     straight = keras.saving.load_model(tmp_path / "straight" / "model.keras")

@@ -5,11 +5,10 @@ import glob
 import os
 import sys
 
-import keras
 import pytest
 import tensorflow as tf
 
-from keras_advreg import AdvRegModel, cli
+from keras_advreg import cli
 
 TRAIN = ["train", "--method", "trades", "--epsilon", "0.1", "--steps", "2", "--dataset",
          "digits", "--arch", "mlp", "--batch-size", "128", "--validation-examples", "64",
@@ -44,23 +43,12 @@ def test_logdir_writes_a_csv_row_per_epoch_and_tensorboard_scalars(tmp_path):
     assert {"epoch_loss", "epoch_kl", "epoch_adv_accuracy"} <= _tags(logdir / "validation")
 
 
-def test_logdir_csv_of_a_resumed_run_has_one_header_and_each_epoch_once(tmp_path, monkeypatch):
+def test_logdir_csv_of_a_resumed_run_has_one_header_and_each_epoch_once(tmp_path,
+                                                                        interrupted_fit):
     out, logdir = tmp_path / "run", tmp_path / "logs"
     argv = [*TRAIN, "--epochs", "2", "--out", str(out), "--logdir", str(logdir)]
-    original_fit = AdvRegModel.fit
-
-    def fit_interrupted_at_epoch_1(self, *args, **kwargs):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise KeyboardInterrupt
-        kwargs["callbacks"] = [Interrupt(), *kwargs.get("callbacks", [])]
-        return original_fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(AdvRegModel, "fit", fit_interrupted_at_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_fit(1), pytest.raises(KeyboardInterrupt):
         cli.main(argv)
-    monkeypatch.setattr(AdvRegModel, "fit", original_fit)
     assert cli.main(argv) == 0
     header, *rows = _rows(logdir)
     assert header[0] == "epoch" and [row[0] for row in rows] == ["0", "1"]

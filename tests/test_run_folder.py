@@ -24,22 +24,10 @@ def _leftovers(*folders):
             if name.startswith(".keras-advreg")]
 
 
-def _interrupted_after_one_epoch(out, monkeypatch, argv=TRAIN):
+def _interrupted_after_one_epoch(out, interrupted_fit, argv=TRAIN):
     """Runs `argv` into `out`, stopped like a kill after its first epoch's backup."""
-    original_fit = AdvRegModel.fit
-
-    def fit(self, *args, **kwargs):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 1:
-                    raise KeyboardInterrupt
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), Interrupt()]
-        return original_fit(self, *args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(AdvRegModel, "fit", fit)
-        with pytest.raises(KeyboardInterrupt):
-            cli.main([*argv, "--out", str(out)])
+    with interrupted_fit(1), pytest.raises(KeyboardInterrupt):
+        cli.main([*argv, "--out", str(out)])
     assert (out / cli.BACKUP_DIR).is_dir()
 
 
@@ -49,9 +37,10 @@ def _forbid(monkeypatch, owner, name):
     monkeypatch.setattr(owner, name, forbidden)
 
 
-def test_rerun_with_other_arguments_is_refused_unless_restart(tmp_path, monkeypatch, capsys):
+def test_rerun_with_other_arguments_is_refused_unless_restart(tmp_path, monkeypatch,
+                                                               interrupted_fit, capsys):
     out = tmp_path / "run"
-    _interrupted_after_one_epoch(out, monkeypatch)
+    _interrupted_after_one_epoch(out, interrupted_fit)
     other = [a if a != "0.1" else "0.3" for a in TRAIN] + ["--lr", "0.01"]
     with monkeypatch.context() as patch:
         _forbid(patch, data, "load_dataset")  # refused before any work
@@ -68,9 +57,9 @@ def test_rerun_with_other_arguments_is_refused_unless_restart(tmp_path, monkeypa
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 2
 
 
-def test_corrupt_backup_names_the_file_and_restart(tmp_path, monkeypatch, capsys):
+def test_corrupt_backup_names_the_file_and_restart(tmp_path, interrupted_fit, capsys):
     out = tmp_path / "run"
-    _interrupted_after_one_epoch(out, monkeypatch)
+    _interrupted_after_one_epoch(out, interrupted_fit)
     [weights] = (out / cli.BACKUP_DIR).glob("**/*.weights.h5")
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     code, err = _run([*TRAIN, "--out", str(out)], capsys)

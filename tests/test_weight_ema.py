@@ -174,26 +174,14 @@ def test_cli_ema_flag_exports_the_average(tmp_path, monkeypatch):
         np.testing.assert_array_equal(variable.numpy(), average)
 
 
-def test_cli_ema_run_interrupted_resumes_to_the_same_average(tmp_path, monkeypatch):
+def test_cli_ema_run_interrupted_resumes_to_the_same_average(tmp_path, interrupted_fit):
     argv = ["train", "--method", "standard", "--epochs", "3", "--dataset", "digits",
             "--arch", "mlp", "--batch-size", "256", "--validation-examples", "0",
             "--verbose", "0", "--ema", "0.9"]
     assert cli.main([*argv, "--out", str(tmp_path / "straight")]) == 0
 
-    fit = kar.AdvRegModel.fit
-
-    def fit_interrupted_at_epoch_2(self, *args, **kwargs):
-        class Interrupt(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 2:
-                    raise KeyboardInterrupt
-        kwargs["callbacks"] = [Interrupt(), *kwargs.get("callbacks", [])]
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(kar.AdvRegModel, "fit", fit_interrupted_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_fit(2), pytest.raises(KeyboardInterrupt):
         cli.main([*argv, "--out", str(tmp_path / "resumed")])
-    monkeypatch.setattr(kar.AdvRegModel, "fit", fit)
     assert cli.main([*argv, "--out", str(tmp_path / "resumed")]) == 0
     straight = keras.saving.load_model(tmp_path / "straight" / "model.keras")
     resumed = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
