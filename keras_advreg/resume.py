@@ -15,9 +15,9 @@ import shutil
 
 import h5py
 import keras
-import tensorflow as tf
 
 from keras_advreg import run_folder
+from keras_advreg.data import epoch_batches
 
 _HISTORY = "history.json"
 _STATE = "state.weights.h5"  # save_weights wants this suffix
@@ -27,46 +27,6 @@ _CALLBACKS = "keras_advreg_callbacks"  # the state of callbacks that have one (e
 
 class BackupError(ValueError):
     """A backup that cannot resume this run: unreadable, or of another configuration."""
-
-
-def epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment=None):
-    """A dataset of the batches of epochs `first_epoch .. epochs-1`, in order.
-
-    Epoch e is a permutation of the data drawn from the stateless seed
-    (seed, e), cut into batches (the last one may be smaller); batch i of
-    epoch e is augmented with the stateless seed derived from (seed, e, i).
-
-    Args:
-        x: the inputs (an array).
-        y: the labels (an array).
-        batch_size: the batch size.
-        seed: an int.
-        first_epoch: the first epoch to produce.
-        epochs: the number of epochs of the whole run.
-        augment: None, or a batch augmentation `fn(images, seed)` (see
-            `keras_advreg.data.AUGMENTATIONS`).
-
-    Returns:
-        A `tf.data.Dataset` of `(x, y)` batches.
-    """
-    x = tf.constant(x)
-    y = tf.constant(y)
-    n = int(x.shape[0])
-
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n), tf.stack([tf.constant(seed, tf.int64), epoch]))
-        batches = (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-                   .map(lambda index: (tf.gather(x, index), tf.gather(y, index))))
-        if augment is None:
-            return batches
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
-        return batches.enumerate().map(
-            lambda i, batch: (augment(batch[0], tf.random.experimental.stateless_fold_in(
-                epoch_seed, i)), batch[1]), num_parallel_calls=tf.data.AUTOTUNE)
-
-    return (tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-            .prefetch(tf.data.AUTOTUNE))
 
 
 class _EpochHistory(keras.callbacks.Callback):
