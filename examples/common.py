@@ -5,16 +5,17 @@ Each example script describes one paper's settings as a `Recipe` and calls
 
 1. parses the common flags (`--dataset`, `--strategy`, `--precision`, `--out`,
    `--smoke`, `--epochs`, `--batch-size`, `--eval-examples`, `--seed`, ...);
-2. creates the `tf.distribute` strategy FIRST (MultiWorkerMirroredStrategy
-   must exist before any TensorFlow op), then sets the Keras dtype policy;
-3. loads the dataset through tensorflow-datasets (`data.load_dataset`) with the
-   dataset's default augmentation (crop+flip for CIFAR, crop for SVHN);
-4. builds the base model and the `AdvRegModel` under the strategy's scope,
-   adds the weight decay, compiles with SGD (momentum 0.9) or Adam and the
-   recipe's learning-rate schedule;
-5. trains with `resume.resumable_fit` (an interrupted run resumes when the
-   same command is run again; the backup lives in OUT/.backup);
-6. evaluates the base model with `evaluation.evaluate_robustness` (the
+2. turns the recipe into a `training.RunConfig` and trains it with
+   `training.train`, the one training function `keras-advreg train`, the
+   benchmark and the sweep use: the `tf.distribute` strategy first
+   (MultiWorkerMirroredStrategy must exist before any TensorFlow op), the
+   Keras dtype policy, the dataset through tensorflow-datasets
+   (`data.load_dataset`) with its default augmentation (crop+flip for CIFAR,
+   crop for SVHN), the model built under the strategy's scope with the weight
+   decay, SGD (momentum 0.9) or Adam and the recipe's learning-rate schedule,
+   a resumable fit (an interrupted run resumes when the same command is run
+   again; the backup lives in OUT/.backup) and a health monitor;
+3. evaluates the base model with `evaluation.evaluate_robustness` (the
    standard suite: APGD-CE, APGD-T, Square) and writes OUT/model.keras,
    history.json, config.json, report.json, report.md, robustness_curve.png.
 
@@ -34,11 +35,8 @@ suite runs every example this way.
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 
-BACKUP_DIR = ".backup"
 SMOKE_BATCH, SMOKE_STEPS, SMOKE_EVAL = 16, 2, 10
 
 
@@ -106,77 +104,52 @@ def main(argv, doc, build, datasets=("cifar10",), add_arguments=None):
     """Runs one example; `build(args)` returns its `Recipe`. Returns the report (chief only)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv, doc, datasets, add_arguments)
-    from keras_advreg import distribute
-
-    # MultiWorkerMirroredStrategy must be created before TensorFlow runs any op.
-    strategy = distribute.make_strategy(args.strategy)
-    import keras
-
-    previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(args.precision)
-    try:
-        return _run(args, build(args), strategy)
-    finally:  # leave the process as found (examples also run in-process in the tests)
-        keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def _run(args, recipe, strategy):
-    import keras
-    import tensorflow as tf
-
-    from keras_advreg import data, distribute, evaluation, resume
-
+    recipe = build(args)
     if args.smoke:
         recipe = _smoke(recipe)
-    epochs = args.epochs or recipe.epochs
-    batch_size = args.batch_size or recipe.batch_size
-    distribute.check_batch_size(batch_size, strategy)
-    dataset_name = "digits" if args.smoke else args.dataset
-    ds = data.load_dataset(dataset_name, data_dir=args.data_dir)
-    x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
-    if args.smoke:
-        x_train, y_train = x_train[:SMOKE_STEPS * batch_size], y_train[:SMOKE_STEPS * batch_size]
-        x_test, y_test = x_test[:SMOKE_EVAL], y_test[:SMOKE_EVAL]
-    augment = data.default_augmentation(dataset_name)
-    steps_per_epoch = -(-len(x_train) // batch_size)
+    from keras_advreg import evaluation, training
 
-    keras.utils.set_random_seed(args.seed)
-    if not args.smoke:  # exact resumption; left off in smoke runs (global, process-wide)
-        tf.config.experimental.enable_op_determinism()
-    with strategy.scope():
-        base, model = _build(recipe, ds, epochs, steps_per_epoch, args.seed)
-    chief = strategy.extended.should_checkpoint
-    backup = os.path.join(args.out, BACKUP_DIR if chief else
-                          f"{BACKUP_DIR}-worker{distribute.tf_config()['task']['index']}")
-    model.check_data(x_train, y_train, (x_test, y_test))
-    history = resume.resumable_fit(
-        model, x_train, y_train, batch_size=batch_size, epochs=epochs, backup_dir=backup,
-        seed=args.seed, augment=augment and data.AUGMENTATIONS[augment],
-        callbacks=_callbacks(recipe, x_train, y_train),
-        validation_data=None if args.smoke else data.make_dataset(x_test, y_test, batch_size),
-        verbose=0 if args.smoke else args.verbose)
-    if not chief:
+    # `training.train` creates the strategy before any TensorFlow op and leaves
+    # the dtype policy as it found it (examples also run in-process in the tests).
+    result = training.train(run_config(args, recipe), args.out, verbose=0 if args.smoke
+                            else args.verbose,
+                            record={"arguments": vars(args), "recipe": dataclasses.asdict(recipe)})
+    if not result.chief:
         return None
-
-    os.makedirs(args.out, exist_ok=True)
-    base.save(os.path.join(args.out, "model.keras"))
+    x_test, y_test = result.dataset.x_test, result.dataset.y_test
     report = evaluation.evaluate_robustness(
-        base, (x_test, y_test), epsilon=recipe.eval_epsilon, norm=recipe.eval_norm,
+        result.base_model, (x_test, y_test), epsilon=recipe.eval_epsilon, norm=recipe.eval_norm,
         suite="fast" if args.smoke else "standard",
         n_examples=SMOKE_EVAL if args.smoke else args.eval_examples,
         batch_size=128, seed=args.seed, progress=not args.smoke)
     report.save(args.out)
-    _write_json(os.path.join(args.out, "history.json"), history)
-    _write_json(os.path.join(args.out, "config.json"), {
-        "arguments": vars(args), "recipe": dataclasses.asdict(recipe), "epochs": epochs,
-        "batch_size": batch_size, "dataset": dataset_name, "augmentation": augment,
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__,
-                     "python": platform.python_version()}})
-    print(f"{dataset_name}: clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
+    print(f"{result.config.dataset}: clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
           f"{report.robust_accuracy:.4f} at epsilon {recipe.eval_epsilon:.4g} "
           f"({recipe.eval_norm}); wrote {args.out}")
     print(against_paper(recipe, report))
     return report
+
+
+def run_config(args, recipe):
+    """The `training.RunConfig` of a recipe and the example's flags."""
+    from keras_advreg.training import RunConfig
+
+    term, target, start, ramp = recipe.warmup or (None, None, 0, 0)
+    return RunConfig(
+        method=recipe.method, method_kwargs=recipe.method_kwargs,
+        dataset="digits" if args.smoke else args.dataset, data_dir=args.data_dir,
+        arch=recipe.arch, arch_kwargs=recipe.arch_kwargs, epochs=args.epochs or recipe.epochs,
+        batch_size=args.batch_size or recipe.batch_size, optimizer=recipe.optimizer,
+        lr=recipe.lr, lr_schedule=recipe.schedule, milestones=tuple(recipe.milestones),
+        peak_fraction=recipe.peak_fraction, weight_decay=recipe.weight_decay, augment="auto",
+        epsilon_warmup=0, warmup_epochs=ramp, warmup_start=start, warmup_term=term,
+        warmup_target=target, guard=recipe.guard,
+        validation_examples=0 if args.smoke else None,
+        train_examples=SMOKE_STEPS * (args.batch_size or recipe.batch_size) if args.smoke
+        else None,
+        strategy=args.strategy, precision=args.precision,
+        # Exact resumption; left off in smoke runs (it is global, process-wide).
+        deterministic=not args.smoke, seed=args.seed, presets=False)
 
 
 def against_paper(recipe, report):
@@ -207,46 +180,3 @@ def _smoke(recipe):
     return dataclasses.replace(recipe, method_kwargs=kwargs, arch="small_cnn",
                                arch_kwargs={"filters": (8,), "dense_units": 16},
                                epochs=1, batch_size=SMOKE_BATCH, warmup=warmup)
-
-
-def _build(recipe, ds, epochs, steps_per_epoch, seed):
-    """The base model and the compiled AdvRegModel (call under the strategy's scope)."""
-    import keras
-
-    from keras_advreg import methods, schedules
-    from keras_advreg.training import build_classifier
-
-    total = epochs * steps_per_epoch
-    if recipe.schedule == "cyclic":
-        lr = schedules.CyclicLearningRate(recipe.lr, total_steps=total, mode="triangular",
-                                          peak_fraction=recipe.peak_fraction)
-    elif recipe.schedule == "piecewise" and recipe.milestones:
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [int(e * steps_per_epoch) for e, _ in recipe.milestones],
-            [recipe.lr] + [recipe.lr * f for _, f in recipe.milestones])
-    else:
-        lr = recipe.lr
-    optimizer = (keras.optimizers.SGD(lr, momentum=0.9) if recipe.optimizer == "sgd"
-                 else keras.optimizers.Adam(lr))
-    return build_classifier(recipe.arch, ds, methods.METHODS[recipe.method](**recipe.method_kwargs),
-                            seed=seed, optimizer=optimizer, weight_decay=recipe.weight_decay,
-                            **recipe.arch_kwargs)
-
-
-def _callbacks(recipe, x_train, y_train):
-    from keras_advreg import callbacks
-
-    result = []
-    if recipe.warmup:
-        term, target, start, ramp = recipe.warmup
-        result.append(callbacks.LambdaWarmup(term, target=target, start_epoch=start,
-                                             ramp_epochs=ramp))
-    if recipe.guard:  # Wong et al.'s check: PGD-10 on one fixed training batch per epoch
-        result.append(callbacks.CatastrophicOverfittingGuard(
-            x_train[:256], y_train[:256], epsilon=recipe.method_kwargs.get("epsilon", 8 / 255)))
-    return result
-
-
-def _write_json(path, payload):
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=str)

@@ -6,10 +6,8 @@ writes `results.md` (the table, the command, the versions), `results.json` and
 `robustness_curves.png` (every method's curve in one plot).
 """
 
-import inspect
 import json
 import os
-import platform
 import sys
 import time
 
@@ -29,65 +27,34 @@ DEFAULT_METHODS = (
     "hybrid:penalty=double_backprop", "hybrid:penalty=finite_difference", "gfa")
 
 
-def parse_spec(spec):
-    """("name", {kwargs}) from "name" or "name:key=value,key=value"."""
+def resolve(spec, epsilon, norm):
+    """`(name, arguments)` of a method spec at the benchmark's epsilon and norm (`methods.resolve`)."""
     from keras_advreg import methods
 
-    name, _, arguments = spec.partition(":")
-    if name not in methods.METHODS:
-        raise ValueError(f"unknown method {name!r} in {spec!r}; allowed: "
-                         f"{sorted(methods.METHODS)}.")
-    kwargs = {}
-    for item in filter(None, arguments.split(",")):
-        key, equals, value = item.partition("=")
-        if not equals:
-            raise ValueError(f"{item!r} in {spec!r} must be key=value, e.g. 'madry:steps=2'.")
-        for kind in (int, float, str):
-            try:
-                kwargs[key] = kind(value)
-                break
-            except ValueError:
-                continue
-    return name, kwargs
+    name, _, arguments = methods.resolve(spec, defaults={"epsilon": epsilon, "norm": norm})
+    return name, arguments
 
 
 def objective_of(spec, epsilon, norm):
     """The objective of a method spec, at the benchmark's epsilon and norm."""
     from keras_advreg import methods
 
-    name, kwargs = parse_spec(spec)
-    recipe = methods.METHODS[name]
-    accepted = inspect.signature(recipe).parameters
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"{', '.join(unknown)} in {spec!r} is not an argument of {name}; it "
-                         f"takes: {', '.join(accepted) or 'no arguments'}.")
-    for key, value in (("epsilon", epsilon), ("norm", norm)):
-        if key in accepted:
-            kwargs.setdefault(key, value)
-    return recipe(**kwargs)
+    return methods.resolve(spec, defaults={"epsilon": epsilon, "norm": norm})[1]
 
 
-def _train(spec, dataset, args):
-    """Trains one method; returns (base model, wall time of fit in seconds)."""
-    import keras
+def _train(spec, dataset, settings):
+    """Trains one method with `training.train`; returns (base model, wall time of fit in s)."""
+    from keras_advreg import training
 
-    from keras_advreg import callbacks, data
-    from keras_advreg.training import build_classifier
-
-    keras.utils.set_random_seed(args.seed)
-    objective = objective_of(spec, args.epsilon, args.norm)
-    base, model = build_classifier("small_cnn", dataset, objective, seed=args.seed,
-                                   optimizer=keras.optimizers.Adam(args.lr))
-    train_data = data.make_dataset(dataset.x_train, dataset.y_train, args.batch_size,
-                                   shuffle=True, seed=args.seed)
-    progress = _epoch_bar(spec, args.epochs)
-    warmup = getattr(args, "epsilon_warmup", 0)
-    ramp = [callbacks.EpsilonRamp(start_epoch=0, ramp_epochs=warmup)] if warmup else []
-    start = time.perf_counter()
-    model.fit(train_data, epochs=args.epochs, shuffle=False, verbose=0,
-              callbacks=[*ramp, progress])
-    return base, time.perf_counter() - start
+    name, arguments = resolve(spec, settings["epsilon"], settings["norm"])
+    config = training.RunConfig(
+        name, arguments, dataset=settings["dataset"], arch="small_cnn",
+        epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer="adam",
+        lr=settings["lr"], augment="none", epsilon_warmup=settings["epsilon_warmup"],
+        validation_examples=0, deterministic=False, seed=settings["seed"], presets=False)
+    result = training.train(config, dataset=dataset, verbose=0,
+                            callbacks=[_epoch_bar(spec, settings["epochs"])])
+    return result.base_model, result.fit_seconds
 
 
 def _epoch_bar(title, epochs):
@@ -119,25 +86,61 @@ def _row(report, fit_seconds, plain_seconds):
     }
 
 
-def run(args):
-    """Runs the benchmark; writes results.md, results.json and robustness_curves.png."""
-    from keras_advreg import data, evaluation
+def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epochs=10,
+        batch_size=64, lr=1e-3, epsilon_warmup=0, n_examples=200, methods=DEFAULT_METHODS,
+        seed=0, command_line=None):
+    """Trains and attacks every method; writes results.md, results.json and robustness_curves.png.
 
-    dataset = data.load_dataset(args.dataset, data_dir=getattr(args, "data_dir", None))
-    specs = list(args.methods)
+    Every method trains with `training.train` (the pipeline of `keras-advreg
+    train`) under the same architecture (small CNN), seed, epochs, Adam
+    learning rate and batch size, and is attacked with the standard suite.
+
+    Args:
+        out: the output folder.
+        dataset: a dataset name or `.npz` path.
+        data_dir: the TensorFlow Datasets folder.
+        epsilon: the radius of training and evaluation (unless a spec sets it).
+        norm: the threat model norm.
+        epochs: epochs per method.
+        batch_size: the batch size.
+        lr: Adam's learning rate.
+        epsilon_warmup: epochs of epsilon ramp.
+        n_examples: test examples attacked per model.
+        methods: method specs "name" or "name:key=value,..."; the first must be
+            "standard" (the baseline of the ratios).
+        seed: the random seed.
+        command_line: the command recorded in results.md.
+
+    Returns:
+        The rows, per spec.
+    """
+    from keras_advreg import checks, data, evaluation, run_folder
+    from keras_advreg.evaluation import identity
+
+    run_folder.check_output(out)  # before hours of training, not after
+    checks.number("epsilon", epsilon)
+    checks.integer("epochs", epochs)
+    checks.integer("batch_size", batch_size)
+    checks.integer("n_examples", n_examples)
+    specs = list(methods)
     for spec in specs:  # every spec is valid before anything trains
-        objective_of(spec, args.epsilon, args.norm)
+        objective_of(spec, epsilon, norm)
     if specs[0] != "standard":
         raise ValueError("the first method must be 'standard': it is the baseline of the "
                          "improvement and training-time ratios.")
+    settings = {"dataset": dataset, "epsilon": epsilon, "norm": norm, "epochs": epochs,
+                "epsilon_warmup": epsilon_warmup, "batch_size": batch_size, "lr": lr,
+                "seed": seed, "n_examples": n_examples, "architecture": "small_cnn",
+                "command": command_line or "keras-advreg " + " ".join(sys.argv[1:])}
+    loaded = data.load_dataset(dataset, data_dir=data_dir)
     start = time.perf_counter()
     rows, baseline, plain_seconds = {}, None, None
     for spec in specs:
-        base, seconds = _train(spec, dataset, args)
+        base, seconds = _train(spec, loaded, settings)
         plain_seconds = plain_seconds or seconds
         report = evaluation.evaluate_robustness(
-            base, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
-            suite="standard", n_examples=args.n_examples, seed=args.seed, baseline=baseline,
+            base, (loaded.x_test, loaded.y_test), epsilon=epsilon, norm=norm,
+            suite="standard", n_examples=n_examples, seed=seed, baseline=baseline,
             progress=False)
         baseline = baseline or report
         rows[spec] = _row(report, seconds, plain_seconds)
@@ -145,44 +148,32 @@ def run(args):
               f"{rows[spec]['pgd20_accuracy']:.3f}  suite {rows[spec]['suite_accuracy']:.3f}",
               flush=True)
     wall = time.perf_counter() - start
-    os.makedirs(args.out, exist_ok=True)
-    _plot(rows, args, os.path.join(args.out, "robustness_curves.png"))
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"rows": rows, "wall_time_s": wall, "settings": _settings(args)}, f, indent=2)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(markdown(rows, args, wall))
-    print(f"\nWrote {args.out}/results.md, results.json, robustness_curves.png "
+    settings["versions"] = identity.versions()
+    os.makedirs(out, exist_ok=True)
+    _plot(rows, settings, os.path.join(out, "robustness_curves.png"))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"rows": rows, "wall_time_s": wall, "settings": settings}, f, indent=2)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(rows, settings, wall))
+    print(f"\nWrote {out}/results.md, results.json, robustness_curves.png "
           f"({wall / 60:.1f} min)")
     return rows
-
-
-def _settings(args):
-    import keras
-    import tensorflow as tf
-
-    from keras_advreg import __version__
-    return {"dataset": args.dataset, "epsilon": args.epsilon, "norm": args.norm,
-            "epochs": args.epochs, "epsilon_warmup": getattr(args, "epsilon_warmup", 0),
-            "batch_size": args.batch_size, "lr": args.lr,
-            "seed": args.seed, "n_examples": args.n_examples, "architecture": "small_cnn",
-            "command": getattr(args, "command_line", "keras-advreg " + " ".join(sys.argv[1:])),
-            "versions": {"keras_advreg": __version__, "keras": keras.__version__,
-                         "tensorflow": tf.__version__, "python": platform.python_version()}}
 
 
 def _format(value, digits=3):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(rows, args, wall_seconds):
-    """The results table as Markdown."""
-    settings = _settings(args)
+def markdown(rows, settings, wall_seconds):
+    """The results table as Markdown, from `run`'s settings."""
     lines = [
-        f"# Methods on {args.dataset}, epsilon {args.epsilon} ({args.norm})", "",
-        f"Same architecture (small CNN), seed {args.seed}, {args.epochs} epochs "
-        f"(epsilon warm-up over {getattr(args, 'epsilon_warmup', 0)}), Adam "
-        f"{args.lr}, batch {args.batch_size}; each model attacked with the standard suite "
-        f"(APGD-CE, APGD-T, Square) on {args.n_examples or 'all'} test examples. "
+        f"# Methods on {settings['dataset']}, epsilon {settings['epsilon']} "
+        f"({settings['norm']})", "",
+        f"Same architecture (small CNN), seed {settings['seed']}, {settings['epochs']} epochs "
+        f"(epsilon warm-up over {settings['epsilon_warmup']}), Adam "
+        f"{settings['lr']}, batch {settings['batch_size']}, the training pipeline of "
+        f"`keras-advreg train`; each model attacked with the standard suite "
+        f"(APGD-CE, APGD-T, Square) on {settings['n_examples'] or 'all'} test examples. "
         f"Wall time {wall_seconds / 60:.1f} min on this machine. Brackets: Wilson 95% "
         f"intervals.", "",
         "| method | clean | PGD-20 | suite | robust (worst case) [95% CI] | mean min. distance | "
@@ -282,7 +273,7 @@ def findings(rows, n_examples):
     return lines or ["- (no method pairs to compare)"]
 
 
-def _plot(rows, args, path):
+def _plot(rows, settings, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -293,10 +284,10 @@ def _plot(rows, args, path):
         points = sorted((p["epsilon"], p["accuracy"]) for p in row["curve"])
         axes.plot(*zip(*points), marker="osD^v<>"[index % 7], markersize=3,
                   color=colors[index % len(colors)], label=spec)
-    axes.axvline(args.epsilon, color="gray", linestyle=":", linewidth=1)
-    axes.set_xlabel(f"epsilon ({args.norm})")
+    axes.axvline(settings["epsilon"], color="gray", linestyle=":", linewidth=1)
+    axes.set_xlabel(f"epsilon ({settings['norm']})")
     axes.set_ylabel("PGD-20 accuracy")
-    axes.set_title(f"Robustness curves on {args.dataset}")
+    axes.set_title(f"Robustness curves on {settings['dataset']}")
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=150)

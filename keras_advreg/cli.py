@@ -10,23 +10,17 @@ already there.
 """
 
 import argparse
-import inspect
-import json
-import math
 import os
-import platform
-import shutil
 import sys
-import zipfile
 
 from keras_advreg import __version__, catalog
+from keras_advreg.run_folder import BACKUP_DIR
 
 # Before TensorFlow loads: its C++ log lines (oneDNN, "failed call to cuInit"
 # on a machine without a GPU, ...) would open every command's output.
 # TF_CPP_MIN_LOG_LEVEL=0 brings them back.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-BACKUP_DIR = ".backup"
 
 # Method arguments a flag can set, as (flag, keyword, type, help).
 _METHOD_FLAGS = [
@@ -258,519 +252,57 @@ def _multiple_of_epsilon(factor):
     return f"{factor:g}*epsilon"
 
 
-def _method_objective(args, preset=None):
-    """The objective of `--method`, with the flags the user set, validated.
-
-    Returns `(objective, kwargs, filled)`: `filled` holds the method arguments
-    the dataset preset supplied (epsilon, and steps for multi-step methods).
-    """
-    from keras_advreg import methods
-
-    method = methods.METHODS[args.method]
-    accepted = inspect.signature(method).parameters
-    kwargs = {}
-    for flag, keyword, _, _ in _METHOD_FLAGS:
-        value = getattr(args, keyword)
-        if value is None:
-            continue
-        if keyword not in accepted:
-            raise ValueError(f"{flag} does not apply to --method {args.method} "
-                             f"(it takes: {', '.join(accepted) or 'no arguments'}).")
-        kwargs[keyword] = value
-    filled = {}
-    preset = preset or {}
-    if "epsilon" in preset and "epsilon" in accepted and "epsilon" not in kwargs:
-        filled["epsilon"] = preset["epsilon"]
-    # Only methods that already attack with several steps (madry, trades, ...).
-    if ("attack_steps" in preset and "steps" in accepted and "steps" not in kwargs
-            and accepted["steps"].default > 1):
-        filled["steps"] = preset["attack_steps"]
-    return method(**kwargs, **filled), {**kwargs, **filled}, filled
+def _labels():
+    """How `RunConfig`'s errors name each argument: by its flag."""
+    labels = {keyword: flag for flag, keyword, _, _ in _METHOD_FLAGS}
+    for keyword in ("method", "epochs", "epsilon_warmup", "batch_size", "lr", "ema", "jit",
+                    "strategy", "validation_examples", "warmup_epochs", "warmup_start",
+                    "restart"):
+        labels[keyword] = "--" + keyword.replace("_", "-")
+    return labels
 
 
-def _training_defaults(args):
-    """Fills --epochs, --optimizer, --lr, --epsilon-warmup from the dataset preset.
+def run_config(args):
+    """The `training.RunConfig` of `keras-advreg train`'s arguments."""
+    from keras_advreg.training import RunConfig
 
-    Returns `(preset, filled)`: the preset (empty for none) and what it set.
-    """
-    from keras_advreg import presets
-
-    preset = presets.DATASET_PRESETS.get(args.dataset, {})
-    filled = {}
-    for key in ("epochs", "optimizer", "lr", "epsilon_warmup"):
-        if getattr(args, key) is None:
-            value = preset.get(key, presets.GENERIC[key])
-            if key == "epsilon_warmup" and isinstance(args.epochs, int):
-                value = min(value, args.epochs // 2)
-            setattr(args, key, value)
-            if key in preset:
-                filled[key] = value
-    return preset, filled
-
-
-class _StagedOutput:
-    """The folder `out`, checked and locked, and a staging folder in it for the outputs.
-
-    Entering raises `ValueError` before any work when `out` cannot be a
-    writable folder or another run holds it. The outputs are written to the
-    staging folder and, only when the run succeeds, each renamed into `out`
-    (after a sync, so each file is the old one or the new one, whole): a failed
-    run destroys nothing already there. The staging folder, the lock and an
-    `out` created for a run that wrote nothing are removed on any exit.
-
-    Args:
-        out: the output folder.
-        worker: None, or the index of a multi-worker task, which then gets a
-            lock and a staging folder of its own.
-    """
-
-    def __init__(self, out, worker=None):
-        self.out = os.path.abspath(out)
-        self.name = ".keras-advreg" + ("" if worker is None else f"-worker{worker}")
-
-    def __enter__(self):
-        from keras_advreg import run_folder
-
-        run_folder.check_output(self.out)
-        self.created = not os.path.isdir(self.out)
-        os.makedirs(self.out, exist_ok=True)
-        self.lock = None
-        try:
-            self.lock = run_folder.FolderLock(self.out, self.name + ".lock").__enter__()
-            self.path = os.path.join(self.out, self.name + ".staging")
-            shutil.rmtree(self.path, ignore_errors=True)  # left by a killed run
-            os.mkdir(self.path)
-        except BaseException:
-            self.__exit__(*sys.exc_info())
-            raise
-        return self.path
-
-    def __exit__(self, error_type, error, traceback):
-        from keras_advreg import run_folder
-
-        try:
-            if error_type is None:
-                for name in os.listdir(self.path):
-                    target = os.path.join(self.out, name)
-                    if os.path.isdir(target):
-                        shutil.rmtree(target)
-                    run_folder.replace_durably(os.path.join(self.path, name), target)
-        finally:
-            if self.lock is not None:
-                shutil.rmtree(self.path, ignore_errors=True)
-                self.lock.__exit__(None, None, None)
-            if self.created and not os.listdir(self.out):
-                os.rmdir(self.out)
-        return False
-
-
-def _versions():
-    import keras
-    import tensorflow as tf
-
-    from keras_advreg import __version__
-    return {"keras_advreg": __version__, "keras": keras.__version__,
-            "tensorflow": tf.__version__, "python": platform.python_version()}
-
-
-def _write_json(path, payload):
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
+    method_kwargs = {keyword: getattr(args, keyword) for _, keyword, _, _ in _METHOD_FLAGS
+                     if getattr(args, keyword) is not None}
+    return RunConfig(
+        method=args.method, method_kwargs=method_kwargs, dataset=args.dataset,
+        data_dir=args.data_dir, arch=args.arch, arch_kwargs={"activation": args.activation},
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        lr_schedule=args.lr_schedule, augment=args.augment, epsilon_warmup=args.epsilon_warmup,
+        warmup_epochs=args.warmup_epochs, warmup_start=args.warmup_start, ema=args.ema,
+        health_check=args.health_check, validation_examples=args.validation_examples,
+        strategy=args.strategy, precision=args.precision, jit=args.jit,
+        deterministic=args.deterministic, seed=args.seed, labels=_labels())
 
 
 def train(args):
     """Trains `--method` on `--dataset`; writes model.keras, config.json, history.json."""
-    import keras
-    import tensorflow as tf
+    from keras_advreg import training
 
-    from keras_advreg import checks, data, distribute, resume
-
-    preset, filled = _training_defaults(args)
-    checks.integer("epochs", args.epochs)
-    checks.integer("epsilon_warmup", args.epsilon_warmup, minimum=0)
-    if args.epsilon_warmup > args.epochs:
-        raise ValueError(f"--epsilon-warmup {args.epsilon_warmup} must be at most --epochs "
-                         f"{args.epochs}: the epsilon would never reach its full value.")
-    checks.integer("batch_size", args.batch_size)
-    checks.number("lr", args.lr, strict=True)
-    checks.integer("validation_examples", args.validation_examples, minimum=0)
-    checks.integer("warmup_epochs", args.warmup_epochs, minimum=0)
-    checks.integer("warmup_start", args.warmup_start, minimum=0)
-    if args.ema is not None:
-        checks.number("--ema", args.ema, maximum=1.0)
-    if args.jit and args.strategy != "default":
-        raise ValueError("--jit works only with --strategy default: XLA compilation fails "
-                         "under MirroredStrategy in TensorFlow 2.21.")
-    objective, method_kwargs, method_filled = _method_objective(args, preset)
-    if not method_kwargs.get("epsilon", 1) > 0:
-        raise ValueError(f"--epsilon must be > 0, got {args.epsilon}: --method {args.method} at "
-                         f"epsilon 0 is standard training; use --method standard for that.")
-    filled.update(method_filled)
-    if (args.warmup_epochs or args.warmup_start) and len(objective) < 2:
-        raise ValueError(f"--warmup-epochs/--warmup-start need a regularizer term; --method "
-                         f"{args.method} has only {objective[0].name!r}.")
-    # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op.
-    strategy = distribute.make_strategy(args.strategy)
-    distribute.check_batch_size(args.batch_size, strategy)
-    # Under multi-worker training every worker runs this command; only the chief writes.
-    chief = strategy.extended.should_checkpoint
-    worker = None if chief else distribute.tf_config()["task"]["index"]
-    backup = os.path.join(args.out, BACKUP_DIR if chief else f"{BACKUP_DIR}-worker{worker}")
-    # What a backup must match to be resumed: all but what cannot change the result.
-    config = {key: value for key, value in vars(args).items()
-              if key not in ("command", "command_line", "out", "verbose", "restart", "logdir")}
-
-    with _StagedOutput(args.out, worker) as staging:
-        if args.restart:
-            shutil.rmtree(backup, ignore_errors=True)
-        try:
-            resume.check_backup(backup, config)  # before loading anything
-        except resume.BackupError as error:
-            raise resume.BackupError(f"{error} --restart discards it and starts over.") from None
-        dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
-        augment = (data.default_augmentation(args.dataset) if args.augment == "auto"
-                   else None if args.augment == "none" else args.augment)
-
-        keras.utils.set_random_seed(args.seed)
-        if args.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        keras.mixed_precision.set_global_policy(args.precision)
-        with strategy.scope():
-            base, model = _build_model(args, dataset, objective)
-        n_val = min(args.validation_examples, len(dataset.x_test))
-        validation = (dataset.x_test[:n_val], dataset.y_test[:n_val]) if n_val else None
-
-        # All arrays are checked here; fit itself checks only the first batch.
-        model.check_data(dataset.x_train, dataset.y_train, validation)
-        callbacks = _callbacks(args, model)
-        health = _health_monitor(args, dataset, objective, preset, validation)
-        callbacks += [health] if health else []
-        callbacks += _log_callbacks(args) if chief else []  # last: they see every log key
-        # An interrupted run leaves its backup in --out; the same command resumes it.
-        history = resume.resumable_fit(
-            model, dataset.x_train, dataset.y_train, batch_size=args.batch_size,
-            epochs=args.epochs, backup_dir=backup, seed=args.seed,
-            augment=augment and data.AUGMENTATIONS[augment], callbacks=callbacks,
-            config=config, validation_data=_batched(data, validation, args.batch_size),
-            verbose=args.verbose, delete_backup=False)
-        if not chief:
-            shutil.rmtree(backup)
-            return
-        base.save(os.path.join(staging, "model.keras"))
-        problems = health.problems if health else []
-        _write_json(os.path.join(staging, "history.json"), {**history, "health": problems})
-        _write_json(os.path.join(staging, "config.json"), {
-            **vars(args),
-            "method_arguments": method_kwargs,
-            "preset_defaults": filled,
-            "health": problems,
-            "objective": [keras.saving.serialize_keras_object(o) for o in model.objectives],
-            "versions": _versions()})
-    shutil.rmtree(backup)  # only now: a crash before it resumes with nothing lost
+    # What config.json records beside the run: every flag as given.
+    record = {key: value for key, value in vars(args).items()
+              if key not in ("out", "verbose", "restart")}
+    result = training.train(run_config(args), args.out, restart=args.restart,
+                            logdir=args.logdir, verbose=args.verbose, record=record)
+    if not result.chief:
+        return
     print(f"Wrote {os.path.join(args.out, 'model.keras')}, config.json, history.json")
-    for problem in problems:
+    for problem in result.problems:
         print(f"keras-advreg train: WARNING: training problem at epoch {problem['epoch']}: "
               f"{problem['kind']}: {problem['message']}", file=sys.stderr)
 
 
-def _build_model(args, dataset, objective):
-    """The base model and the compiled AdvRegModel (inside the strategy's scope)."""
-    import keras
+def _command(name):
+    """The function that runs the command `name` (imported only when it runs)."""
+    if name == "train":
+        return train
+    from keras_advreg import commands
 
-    from keras_advreg import schedules
-    from keras_advreg.training import build_classifier
-
-    learning_rate = args.lr
-    if args.lr_schedule == "cyclic":
-        steps_per_epoch = -(-len(dataset.x_train) // args.batch_size)
-        learning_rate = schedules.CyclicLearningRate(
-            max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, mode="triangular")
-    optimizer = (keras.optimizers.SGD(learning_rate, momentum=0.9) if args.optimizer == "sgd"
-                 else keras.optimizers.Adam(learning_rate))
-    return build_classifier(args.arch, dataset, objective, seed=args.seed, optimizer=optimizer,
-                            jit_compile=args.jit, activation=args.activation)
-
-
-def _callbacks(args, model):
-    """The epsilon warm-up, the hybrid paper's regularizer warm-up and the EMA, when asked for."""
-    from keras_advreg import callbacks
-
-    chosen = [callbacks.WeightEMA(decay=args.ema)] if args.ema is not None else []
-    if args.epsilon_warmup:
-        chosen.append(callbacks.EpsilonRamp(start_epoch=0, ramp_epochs=args.epsilon_warmup))
-    if args.warmup_epochs or args.warmup_start:
-        regularizer = model.objectives[-1]  # recipes list the base loss first
-        chosen.append(callbacks.LambdaWarmup(regularizer.name, target=regularizer.weight,
-                                             start_epoch=args.warmup_start,
-                                             ramp_epochs=args.warmup_epochs))
-    return chosen
-
-
-def _tensorboard_installed():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _log_callbacks(args):
-    """A CSVLogger (and a TensorBoard callback when it is installed) for `--logdir`.
-
-    The CSV appends only when the run resumes from `--out`'s backup, so a fresh
-    run into the same folder starts a new file instead of adding rows under an
-    old header. Without tensorboard the CSV is written and a warning says how to
-    install it, rather than Keras failing at the end of the first epoch.
-    """
-    import keras
-
-    if args.logdir is None:
-        return []
-    if os.path.exists(args.logdir) and not os.path.isdir(args.logdir):
-        raise ValueError(f"--logdir {args.logdir!r} is a file, not a folder.")
-    os.makedirs(args.logdir, exist_ok=True)
-    resuming = os.path.isdir(os.path.join(args.out, BACKUP_DIR))
-    chosen = [keras.callbacks.CSVLogger(os.path.join(args.logdir, "training.csv"),
-                                        append=resuming)]
-    if _tensorboard_installed():
-        chosen.append(keras.callbacks.TensorBoard(args.logdir, write_graph=False))
-    else:
-        print(f"keras-advreg train: WARNING: tensorboard is not installed; writing only "
-              f"{os.path.join(args.logdir, 'training.csv')}. For TensorBoard logs: "
-              f'pip install "keras-advreg[tensorboard]"', file=sys.stderr)
-    return chosen
-
-
-def _health_monitor(args, dataset, objective, preset, validation):
-    """The `TrainingHealthMonitor` of a run (None with --no-health-check).
-
-    Single-step methods (FGSM attacks) also get its PGD check of catastrophic
-    overfitting on up to 256 validation examples.
-    """
-    from keras_advreg import attacks, callbacks
-
-    if not args.health_check:
-        return None
-    pgd_check = {}
-    attack = getattr(objective[0], "attack", None)
-    if isinstance(attack, attacks.FGSM) and validation is not None:
-        pgd_check = {"x": validation[0][:256], "y": validation[1][:256],
-                     "epsilon": attack.epsilon}
-    return callbacks.TrainingHealthMonitor(
-        dataset.num_classes, reference_accuracy=preset.get("standard_accuracy"), **pgd_check)
-
-
-def _batched(data, arrays, batch_size):
-    return None if arrays is None else data.make_dataset(*arrays, batch_size)
-
-
-def load_model(path, unsafe=False):
-    """Loads a `.keras` classifier, with Keras safe mode on unless `unsafe`.
-
-    Returns the base model of an `AdvRegModel`.
-    """
-    import keras
-
-    from keras_advreg import AdvRegModel
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model file {path!r} does not exist.")
-    damaged = ValueError(f"model file {path!r} is not a complete .keras file (truncated or "
-                         f"not a Keras archive).")
-    # A .keras file is a zip archive; legacy .h5 files are not.
-    if not path.endswith(".h5") and not zipfile.is_zipfile(path):
-        raise damaged
-    try:
-        model = keras.saving.load_model(path, safe_mode=not unsafe)
-    except zipfile.BadZipFile as error:
-        raise damaged from error
-    except Exception as error:  # Keras raises many types for a bad file
-        refused = not unsafe and "safe_mode" in str(error)
-        hint = (" If the file is yours and holds custom code (e.g. a Lambda layer), Keras "
-                "safe mode refused to run it: pass --unsafe only if you trust it."
-                if refused else "")
-        raise ValueError(f"could not load model file {path!r}: {error}.{hint}") from error
-    return model.base_model if isinstance(model, AdvRegModel) else model
-
-
-def _train_run_config(model_path):
-    """`(path, config)`: the config.json beside `model_path`, {} unless `train` wrote it."""
-    path = os.path.join(os.path.dirname(model_path), "config.json")
-    config = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            try:
-                config = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} beside the model is not valid JSON: "
-                                 f"{error}.") from error
-    if config.get("command") != "train":
-        config = {}  # not the config of a `keras-advreg train` run
-    return path, config
-
-
-def _evaluation_defaults(args):
-    """Fills --dataset, --data-dir, --epsilon and --norm from the train run's config.json.
-
-    The run is the folder of `args.model`; explicit flags win, and a run
-    trained without --epsilon or --norm evaluates at its method's defaults.
-    """
-    path, config = _train_run_config(args.model)
-    trained = config.get("method_arguments", {})
-    method = config.get("method")
-    filled = []
-    for key in ("dataset", "data_dir", "epsilon", "norm"):
-        if getattr(args, key) is not None:
-            continue
-        value, source = config.get(key), ""
-        if key in ("epsilon", "norm"):
-            value = trained.get(key)
-            if value is None and key in catalog.METHOD_DEFAULTS.get(method, {}):
-                value, source = catalog.METHOD_DEFAULTS[method][key], f" ({method}'s default)"
-        if value is not None:
-            setattr(args, key, value)
-            filled.append(f"--{key.replace('_', '-')} {value}{source}")
-    if args.epsilon is None:
-        raise ValueError(f"--epsilon is required: no train run's config.json beside "
-                         f"{args.model} gives one.")
-    args.dataset = args.dataset or "digits"
-    args.norm = args.norm or "linf"
-    if filled:
-        print(f"keras-advreg evaluate: from {path}: {', '.join(filled)}")
-
-
-def _check_model_fits(model, path, dataset):
-    """Raises unless the model takes the dataset's images and has one logit per class."""
-    from keras_advreg import data_checks
-
-    model_name, data_name = f"model file {path!r}", f"dataset {dataset.name!r}"
-    data_checks.check_input_shape(model, dataset.input_shape, model_name, data_name)
-    outputs = model(dataset.x_test[:1], training=False)
-    data_checks.check_num_classes(outputs.shape[-1], dataset.num_classes, model_name, data_name)
-
-
-def evaluate(args):
-    """Evaluates a saved model under attack; writes report.json, report.md, robustness_curve.png."""
-    import keras
-
-    from keras_advreg import checks, data, evaluation
-
-    _evaluation_defaults(args)
-    checks.number("epsilon", args.epsilon, strict=True)
-    checks.radius(args.epsilon, args.norm, 0.0, 1.0)  # the data's box
-    checks.integer("batch_size", args.batch_size)
-    if args.n_examples is not None:
-        checks.integer("n_examples", args.n_examples)
-    if args.baseline is not None and not os.path.isfile(args.baseline):
-        raise FileNotFoundError(f"--baseline {args.baseline!r} does not exist.")
-    with _StagedOutput(args.out) as staging:
-        dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
-        checks.radius(args.epsilon, args.norm, 0.0, 1.0,
-                      input_size=math.prod(dataset.input_shape))
-        model = load_model(args.model, unsafe=args.unsafe)
-        _check_model_fits(model, args.model, dataset)
-        baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
-        keras.utils.set_random_seed(args.seed)
-        report = evaluation.evaluate_robustness(
-            model, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
-            suite=args.suite, n_examples=args.n_examples, epsilons=args.epsilons,
-            batch_size=args.batch_size, seed=args.seed, baseline=baseline, progress=True,
-            individual=args.individual, save_adversarial=args.save_adversarial,
-            escalate=args.escalate, model_path=args.model, dataset=args.dataset, split="test",
-            command_line=getattr(args, "command_line", None))
-        report.save(staging)
-    low, high = report.intervals["robust_accuracy"]
-    print(f"clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
-          f"{report.robust_accuracy:.4f} [{low:.4f}, {high:.4f}] at epsilon {args.epsilon} "
-          f"({args.norm}); wrote {os.path.join(args.out, 'report.json')}")
-    test = report.paired_test
-    if test is not None and not test["comparable"]:
-        print(f"against --baseline: not comparable: {test['reason']}")
-    elif test is not None:
-        verdict = "significant" if test["significant"] else "not significant"
-        print(f"against --baseline: McNemar's exact test b={test['b']} c={test['c']} "
-              f"p={test['p_value']:.4g}, {verdict} at {test['significance']:g}")
-
-
-def _certify_defaults(args):
-    """Fills --dataset, --data-dir and --sigma from the train run's config.json."""
-    path, config = _train_run_config(args.model)
-    args.dataset = args.dataset or config.get("dataset") or "digits"
-    args.data_dir = args.data_dir or config.get("data_dir")
-    if args.sigma is None and config.get("method") == "gaussian_augmentation":
-        args.sigma = config.get("method_arguments", {}).get(
-            "sigma", catalog.METHOD_DEFAULTS["gaussian_augmentation"]["sigma"])
-        print(f"keras-advreg certify: from {path}: --sigma {args.sigma}")
-    if args.sigma is None:
-        raise ValueError(f"--sigma is required: no gaussian_augmentation train run's "
-                         f"config.json beside {args.model} gives one.")
-
-
-def certify(args):
-    """Certifies a saved model's smoothing; writes certify.json and certified_accuracy.png."""
-    from keras_advreg import checks, data, evaluation, smoothing
-
-    _certify_defaults(args)
-    checks.number("sigma", args.sigma, strict=True)
-    checks.number("alpha", args.alpha, strict=True, maximum=0.5)
-    for name in ("n0", "n", "batch_size"):
-        checks.integer(name, getattr(args, name))
-    if args.n_examples is not None:
-        checks.integer("n_examples", args.n_examples)
-    radii = ([checks.number("radii", r) for r in args.radii] if args.radii
-             else evaluation.default_radii(args.sigma, args.n, args.alpha))
-    empirical = None
-    if args.report is not None:
-        empirical = evaluation.RobustnessReport.load(args.report)
-        if empirical.norm != "l2":
-            raise ValueError(f"--report {args.report!r} is a {empirical.norm} evaluation; the "
-                             f"certificate is l2: evaluate with --norm l2.")
-        empirical = empirical.curve
-    with _StagedOutput(args.out) as staging:
-        dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
-        model = load_model(args.model, unsafe=args.unsafe)
-        _check_model_fits(model, args.model, dataset)
-        x, y = dataset.x_test[:args.n_examples], dataset.y_test[:args.n_examples]
-        smoothed = smoothing.SmoothedClassifier(model, args.sigma, dataset.num_classes,
-                                                batch_size=args.batch_size)
-        results = evaluation.certify_examples(smoothed, x, y, n0=args.n0, n=args.n,
-                                              alpha=args.alpha, seed=args.seed, progress=True)
-        summary = evaluation.certification_results(results, y, radii)
-        _write_json(os.path.join(staging, "certify.json"), {
-            "sigma": args.sigma, "n0": args.n0, "n": args.n, "alpha": args.alpha,
-            "seed": args.seed, "dataset": args.dataset, **summary,
-            "command_line": args.command_line, "versions": _versions()})
-        curve = summary["certified_accuracy"]
-        evaluation.plot_certified_accuracy(
-            curve, os.path.join(staging, "certified_accuracy.png"), empirical=empirical,
-            title=f"Certified accuracy, sigma={args.sigma:g}")
-    print(f"certified accuracy {curve[0]['accuracy']:.4f} at radius 0, "
-          + ", ".join(f"{p['accuracy']:.4f} at {p['radius']:g}" for p in curve[5::5])
-          + f" (l2, sigma {args.sigma:g}); wrote {os.path.join(args.out, 'certify.json')}")
-
-
-def run_benchmark(args):
-    """Trains and attacks every method; writes results.md, results.json, the curves' PNG."""
-    from keras_advreg import benchmark, checks, run_folder
-
-    run_folder.check_output(args.out)  # before hours of training, not after
-    checks.number("epsilon", args.epsilon)
-    checks.integer("epochs", args.epochs)
-    checks.integer("batch_size", args.batch_size)
-    checks.integer("n_examples", args.n_examples)
-    benchmark.run(args)
-
-
-def run_sweep(args):
-    """Grid search of one method argument on a held-out part of the training data."""
-    from keras_advreg import run_folder, sweep
-
-    run_folder.check_output(args.out)
-    sweep.run(args)
-
-
-_COMMANDS = {"train": train, "evaluate": evaluate, "certify": certify,
-             "benchmark": run_benchmark, "sweep": run_sweep}
+    return getattr(commands, {"benchmark": "run_benchmark", "sweep": "run_sweep"}.get(name, name))
 
 
 def _import_tensorflow_quietly():
@@ -801,7 +333,7 @@ def main(argv=None):
     args.command_line = "keras-advreg " + " ".join(sys.argv[1:] if argv is None else argv)
     _import_tensorflow_quietly()
     try:
-        _COMMANDS[args.command](args)
+        _command(args.command)(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"keras-advreg {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -393,3 +393,90 @@ METHODS = {"standard": standard, "madry": madry, "fast_at": fast_at, "mixed": mi
            "gradient_regularization": gradient_regularization, "hybrid": hybrid, "gfa": gfa,
            "grad_align": grad_align, "gaussian_augmentation": gaussian_augmentation}
 """Method name -> recipe, for the command line, the benchmark and the sweep."""
+
+
+def parse_spec(spec):
+    """`(name, kwargs)` of a method spec, "name" or "name:key=value,key=value".
+
+    Values are read as int, else float, else kept as strings. The name and the
+    keys are checked by `resolve`, not here.
+
+    Example:
+
+    >>> parse_spec("madry:steps=2,norm=l2")
+    ('madry', {'steps': 2, 'norm': 'l2'})
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"a method spec must be a string like 'madry:steps=2', got {spec!r}.")
+    name, _, arguments = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, arguments.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"{item!r} in {spec!r} must be key=value, e.g. 'madry:steps=2'.")
+        kwargs[key] = _spec_value(value)
+    return name, kwargs
+
+
+def _spec_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def resolve(method, kwargs=None, *, defaults=None, labels=None):
+    """The objective of a named method with its arguments checked: one resolver, one error.
+
+    The command line, the benchmark, the sweep and the examples all build their
+    objective here, so a method name or argument is refused the same way
+    everywhere, before any data is loaded or any step runs.
+
+    Args:
+        method: a key of `METHODS`, or a spec "name:key=value,..." (`parse_spec`).
+        kwargs: the method's arguments (they override a spec's).
+        defaults: arguments applied only when the method takes them and neither
+            the spec nor `kwargs` sets them (e.g. a run's epsilon and norm).
+        labels: how the caller names each argument in errors (e.g.
+            `{"beta": "--beta"}`); default: the argument's name.
+
+    Returns:
+        `(name, objective, arguments)`: the method's name, its list of
+        objectives and the arguments it was built with.
+
+    Raises:
+        ValueError: naming the unknown method and the allowed ones, an argument
+            the method does not take and the ones it does, or the value the
+            method refused.
+
+    Example:
+
+    >>> name, objective, arguments = resolve("madry:steps=2", defaults={"epsilon": 0.1})
+    >>> name, arguments
+    ('madry', {'steps': 2, 'epsilon': 0.1})
+    """
+    import inspect
+
+    name, spec_kwargs = parse_spec(method)
+    source = f" in {method!r}" if spec_kwargs or ":" in method else ""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}{source}; allowed: {', '.join(sorted(METHODS))}.")
+    accepted = inspect.signature(METHODS[name]).parameters
+    arguments = {**spec_kwargs, **(kwargs or {})}
+    labels = labels or {}
+    unknown = [key for key in arguments if key not in accepted]
+    if unknown:
+        named = ", ".join(labels.get(key, repr(key)) for key in unknown)
+        raise ValueError(f"{named}{source} is not an argument of method {name!r}; it takes: "
+                         f"{', '.join(accepted) or 'no arguments'}.")
+    for key, value in (defaults or {}).items():
+        if key in accepted and key not in arguments:
+            arguments[key] = value
+    try:
+        objective = METHODS[name](**arguments)
+    except (TypeError, ValueError) as error:
+        shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+        raise ValueError(f"method {name}({shown}) is invalid: {error}") from error
+    return name, objective, arguments

@@ -2,13 +2,19 @@
 
 A run's files must survive a crash at any instant and never mix with another
 run's: `check_output` refuses an unusable `--out` up front, `FolderLock` keeps a
-second run out of a folder in use, and `replace_durably` moves a finished file
-into place so that readers see either the old file or the new one, whole.
+second run out of a folder in use, `replace_durably` moves a finished file
+into place so that readers see either the old file or the new one, whole, and
+`StagedOutput` puts the three together for a command's outputs.
 """
 
 import contextlib
 import fcntl
 import os
+import shutil
+import sys
+
+# The backup folder of a resumable run, inside its output folder.
+BACKUP_DIR = ".backup"
 
 
 def check_output(out, flag="--out"):
@@ -103,3 +109,55 @@ def fsync_folder(folder):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class StagedOutput:
+    """The folder `out`, checked and locked, and a staging folder in it for the outputs.
+
+    Entering raises `ValueError` before any work when `out` cannot be a
+    writable folder or another run holds it. The outputs are written to the
+    staging folder and, only when the run succeeds, each renamed into `out`
+    (after a sync, so each file is the old one or the new one, whole): a failed
+    run destroys nothing already there. The staging folder, the lock and an
+    `out` created for a run that wrote nothing are removed on any exit.
+
+    Args:
+        out: the output folder.
+        worker: None, or the index of a multi-worker task, which then gets a
+            lock and a staging folder of its own.
+    """
+
+    def __init__(self, out, worker=None):
+        self.out = os.path.abspath(out)
+        self.name = ".keras-advreg" + ("" if worker is None else f"-worker{worker}")
+
+    def __enter__(self):
+        check_output(self.out)
+        self.created = not os.path.isdir(self.out)
+        os.makedirs(self.out, exist_ok=True)
+        self.lock = None
+        try:
+            self.lock = FolderLock(self.out, self.name + ".lock").__enter__()
+            self.path = os.path.join(self.out, self.name + ".staging")
+            shutil.rmtree(self.path, ignore_errors=True)  # left by a killed run
+            os.mkdir(self.path)
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self.path
+
+    def __exit__(self, error_type, error, traceback):
+        try:
+            if error_type is None:
+                for name in os.listdir(self.path):
+                    target = os.path.join(self.out, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target)
+                    replace_durably(os.path.join(self.path, name), target)
+        finally:
+            if self.lock is not None:
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.lock.__exit__(None, None, None)
+            if self.created and not os.listdir(self.out):
+                os.rmdir(self.out)
+        return False

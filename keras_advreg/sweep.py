@@ -149,20 +149,18 @@ def _fraction(value):
 
 
 def _method_kwargs(method, parameter, values, fixed, epsilon, norm):
-    """Checks the grid; returns (function, [kwargs per value], values)."""
+    """Checks the grid; returns ([kwargs per value], values), every objective built once."""
     from keras_advreg import methods
 
-    if method not in methods.METHODS:
-        raise ValueError(f"Unknown method {method!r}; one of {', '.join(sorted(methods.METHODS))}.")
-    function = methods.METHODS[method]
-    accepted = inspect.signature(function).parameters
+    fixed = dict(fixed or {})
+    labels = {key: f"`fixed` argument {key!r}" for key in fixed}
+    # The threat model of training follows the evaluation's, unless set or swept.
+    defaults = {key: value for key, value in (("epsilon", epsilon), ("norm", norm))
+                if key != parameter}
+    methods.resolve(method, fixed, defaults=defaults, labels=labels)  # the name and `fixed`
+    accepted = inspect.signature(methods.METHODS[method]).parameters
     if parameter not in accepted:
         raise ValueError(f"`parameter` {parameter!r} is not an argument of method {method!r} "
-                         f"(it takes: {', '.join(accepted) or 'no arguments'}).")
-    fixed = dict(fixed or {})
-    unknown = sorted(set(fixed) - set(accepted))
-    if unknown:
-        raise ValueError(f"`fixed` arguments {unknown} do not apply to method {method!r} "
                          f"(it takes: {', '.join(accepted) or 'no arguments'}).")
     if parameter in fixed:
         raise ValueError(f"`fixed` must not set the swept parameter {parameter!r}.")
@@ -183,20 +181,10 @@ def _method_kwargs(method, parameter, values, fixed, epsilon, norm):
         grid.append(value)
     if len(set(grid)) != len(grid):
         raise ValueError(f"`values` has duplicates: {values!r}.")
-    # The threat model of training follows the evaluation's, unless set or swept.
-    base = dict(fixed)
-    for keyword, default_value in (("epsilon", epsilon), ("norm", norm)):
-        if keyword in accepted and keyword != parameter and keyword not in base:
-            base[keyword] = default_value
-    all_kwargs = []
-    for value in grid:
-        kwargs = {**base, parameter: value}
-        try:
-            function(**kwargs)  # every objective is built (and checked) before training
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{method}({parameter}={value!r}) is invalid: {error}") from error
-        all_kwargs.append(kwargs)
-    return function, all_kwargs, grid
+    # Every objective is built (and checked) before training.
+    all_kwargs = [methods.resolve(method, {**fixed, parameter: value}, defaults=defaults,
+                                  labels=labels)[2] for value in grid]
+    return all_kwargs, grid
 
 
 def _criterion(criterion):
@@ -216,20 +204,11 @@ def _select(rows):
     return max(eligible, key=lambda row: (row["score"], row["clean_accuracy"]))
 
 
-def _build(arch, dataset, objective, seed):
-    """The base model and the compiled `AdvRegModel`, as `keras-advreg train` builds them."""
-    from keras_advreg.training import build_classifier
+def _fit(config, dataset):
+    """Trains one value's run on the train part (a seam for tests); returns the base model."""
+    from keras_advreg import training
 
-    return build_classifier(arch, dataset, objective, seed=seed)
-
-
-def _fit(model, x, y, *, batch_size, epochs, seed):
-    """Trains `model` on the train part (a seam for tests)."""
-    from keras_advreg import data
-
-    model.check_data(x, y)
-    model.fit(data.make_dataset(x, y, batch_size, shuffle=True, seed=seed), epochs=epochs,
-              shuffle=False, verbose=0)  # the dataset is already shuffled (seeded)
+    return training.train(config, dataset=dataset, verbose=0).base_model
 
 
 def sweep(method, parameter, values, *, dataset="digits", data_dir=None, epsilon=0.1, norm="linf",
@@ -276,11 +255,9 @@ def sweep(method, parameter, values, *, dataset="digits", data_dir=None, epsilon
         ValueError: for a bad method, parameter, value or setting, before any
             training step.
     """
-    import keras
+    from keras_advreg import architectures, checks, data, evaluation, training
 
-    from keras_advreg import architectures, checks, data, evaluation
-
-    function, all_kwargs, grid = _method_kwargs(method, parameter, values, fixed, epsilon, norm)
+    all_kwargs, grid = _method_kwargs(method, parameter, values, fixed, epsilon, norm)
     score_of, criterion_name = _criterion(criterion)
     epsilon = checks.number("epsilon", epsilon, strict=True)
     norm = checks.norm(norm)
@@ -302,13 +279,17 @@ def sweep(method, parameter, values, *, dataset="digits", data_dir=None, epsilon
     (x_train, y_train), (x_val, y_val) = validation_split(
         dataset.x_train, dataset.y_train, validation_fraction, seed)
     n_evaluated = len(x_val) if n_examples is None else min(n_examples, len(x_val))
+    # The held-out part plays the test split: training never sees it.
+    held_out = data.Dataset(dataset.name, x_train, y_train, x_val, y_val, dataset.num_classes)
 
     rows = []
     for index, (value, kwargs) in enumerate(zip(grid, all_kwargs)):
         start = time.time()
-        keras.utils.set_random_seed(seed)
-        base, model = _build(arch, dataset, function(**kwargs), seed)
-        _fit(model, x_train, y_train, batch_size=batch_size, epochs=epochs, seed=seed)
+        base = _fit(training.RunConfig(
+            method, kwargs, dataset=dataset.name, arch=arch, epochs=epochs,
+            batch_size=batch_size, optimizer="adam", lr=1e-3, augment="none",
+            epsilon_warmup=0, validation_examples=0, deterministic=False, seed=seed,
+            presets=False), held_out)
         report = evaluation.evaluate_robustness(
             base, (x_val, y_val), epsilon=epsilon, norm=norm, suite=suite,
             n_examples=n_examples, seed=seed, progress=progress)

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_advreg import AdvRegModel, cli
+from keras_advreg import AdvRegModel, cli, commands
 
 FAST_TRAIN = ["--dataset", "digits", "--arch", "mlp", "--epochs", "1", "--batch-size", "128",
               "--validation-examples", "64", "--verbose", "0"]
@@ -61,7 +61,7 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
     (["--ema", "1.5"], "`--ema` must be <= 1.0"),
     (["--method", "madry", "--epsilon", "-0.1"], "epsilon"),
     (["--method", "madry", "--steps", "0"], "steps"),
-    (["--method", "madry", "--beta", "6"], "--beta does not apply"),
+    (["--method", "madry", "--beta", "6"], "--beta is not an argument of method 'madry'"),
     (["--method", "trades", "--beta", "-1"], "beta"),
     (["--dataset", "imagenet"], "dataset"),
     (["--dataset", "/no/such/file.npz"], "does not exist"),
@@ -371,12 +371,12 @@ def test_evaluate_defaults_fall_back_to_the_methods_and_lose_to_flags(tmp_path, 
         "command": "train", "dataset": "mnist", "data_dir": "/tfds", "method": "trades",
         "epsilon": None, "norm": None, "method_arguments": {"steps": 2}}))
     args = _evaluation_args(tmp_path / "model.keras", "--norm", "l2")
-    cli._evaluation_defaults(args)
+    commands._evaluation_defaults(args)
     assert (args.dataset, args.data_dir, args.epsilon, args.norm) == ("mnist", "/tfds", 0.031,
                                                                       "l2")
     assert "--epsilon 0.031 (trades's default)" in capsys.readouterr().out
     args = _evaluation_args(tmp_path / "model.keras", "--dataset", "digits", "--epsilon", "0.2")
-    cli._evaluation_defaults(args)
+    commands._evaluation_defaults(args)
     assert (args.dataset, args.data_dir, args.epsilon, args.norm) == ("digits", "/tfds", 0.2,
                                                                       "linf")
 
@@ -393,7 +393,8 @@ def test_evaluate_without_epsilon_or_config_is_an_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("spec, fragment", [
-    ("madry:stpes=2", "stpes in 'madry:stpes=2' is not an argument of madry; it takes: epsilon"),
+    ("madry:stpes=2", "'stpes' in 'madry:stpes=2' is not an argument of method 'madry'; it "
+                      "takes: epsilon"),
     ("madry:steps", "'steps' in 'madry:steps' must be key=value"),
     ("madri", "unknown method 'madri'"),
 ])

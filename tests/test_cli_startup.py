@@ -71,8 +71,8 @@ def saved_model(tmp_path_factory):
 
 @pytest.mark.parametrize("code", [
     "import keras, keras_advreg\nmodel = keras.saving.load_model(sys.argv[1])",
-    "from keras_advreg import cli\nmodel = cli.load_model(sys.argv[1])",
-], ids=["import keras, keras_advreg", "cli.load_model"])
+    "from keras_advreg.saving import load_model\nmodel = load_model(sys.argv[1])",
+], ids=["import keras, keras_advreg", "saving.load_model"])
 def test_a_fresh_process_loads_a_saved_advreg_model(saved_model, code):
     result = _python("import sys\n" + code + "\nprint(type(model).__name__)", str(saved_model))
     assert result.returncode == 0, result.stderr

@@ -28,9 +28,11 @@ def swept(tmp_path_factory):
     original_fit = sweep_module._fit
     original_evaluate = evaluation.evaluate_robustness
 
-    def fit(model, x, y, **kwargs):
-        seen["fit"].append((np.array(x), np.array(y)))
-        return original_fit(model, x, y, **kwargs)
+    def fit(config, dataset):
+        # The run's whole dataset: its "test" split must be the held-out part, not the test set.
+        assert not _is_sentinel(dataset.x_test).any()
+        seen["fit"].append((np.array(dataset.x_train), np.array(dataset.y_train)))
+        return original_fit(config, dataset)
 
     def evaluate(model, arrays, *args, **kwargs):
         seen["evaluate"].append((np.array(arrays[0]), np.array(arrays[1])))
@@ -121,8 +123,8 @@ def test_selection_floor_ties_and_callable_criterion():
     (dict(method="arr", parameter="lam", values=[1.0], criterion="loss"), "criterion"),
     (dict(method="arr", parameter="lam", values=[1.0], validation_fraction=1.5),
      "validation_fraction"),
-    (dict(method="nope", parameter="lam", values=[1.0]), "Unknown method"),
-    (dict(method="arr", parameter="lam", values=[1.0], fixed={"beta": 1.0}), "do not apply"),
+    (dict(method="nope", parameter="lam", values=[1.0]), "unknown method"),
+    (dict(method="arr", parameter="lam", values=[1.0], fixed={"beta": 1.0}), "`fixed` argument 'beta' is not an argument"),
     (dict(method="arr", parameter="lam", values=[1.0, 1.0]), "duplicates"),
 ])
 def test_bad_input_raises_before_training(monkeypatch, kwargs, message):

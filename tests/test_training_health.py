@@ -94,30 +94,33 @@ def _train_args(*extra):
     return cli._build_parser().parse_args(["train", "--out", "unused", *extra])
 
 
+def _resolved(*extra):
+    """`(config, objective, method arguments, filled)` of `train`'s flags, presets applied."""
+    config, _, objective, arguments, filled = cli.run_config(_train_args(*extra)).check()
+    return config, objective, arguments, filled
+
+
 def test_presets_fill_only_what_the_user_did_not_give():
-    args = _train_args("--dataset", "mnist_5k", "--method", "madry")
-    preset, filled = cli._training_defaults(args)
-    assert (args.epochs, args.optimizer, args.lr, args.epsilon_warmup) == (20, "adam", 1e-3, 5)
-    objective, kwargs, method_filled = cli._method_objective(args, preset)
-    assert kwargs == {"epsilon": 0.3, "steps": 10} == method_filled
+    config, objective, kwargs, filled = _resolved("--dataset", "mnist_5k", "--method", "madry")
+    assert (config.epochs, config.optimizer, config.lr, config.epsilon_warmup) == (20, "adam",
+                                                                                   1e-3, 5)
+    assert kwargs == {"epsilon": 0.3, "steps": 10}
+    assert {key: filled[key] for key in ("epsilon", "steps")} == kwargs
     assert objective[0].attack.epsilon == 0.3 and objective[0].attack.steps == 10
 
-    args = _train_args("--dataset", "mnist_5k", "--epochs", "4", "--lr", "0.01", "--steps", "3")
-    preset, filled = cli._training_defaults(args)
-    assert (args.epochs, args.lr, args.epsilon_warmup) == (4, 0.01, 2)  # warm-up <= epochs / 2
+    config, _, kwargs, filled = _resolved("--dataset", "mnist_5k", "--epochs", "4", "--lr",
+                                          "0.01", "--steps", "3")
+    assert (config.epochs, config.lr, config.epsilon_warmup) == (4, 0.01, 2)  # warm-up <= epochs / 2
     assert "lr" not in filled and "epochs" not in filled
-    assert cli._method_objective(args, preset)[1]["steps"] == 3
+    assert kwargs["steps"] == 3
 
 
 def test_presets_leave_single_step_methods_and_other_datasets_alone():
-    args = _train_args("--dataset", "mnist_5k", "--method", "arr")
-    preset, _ = cli._training_defaults(args)
-    _, kwargs, _ = cli._method_objective(args, preset)
+    _, _, kwargs, _ = _resolved("--dataset", "mnist_5k", "--method", "arr")
     assert kwargs == {"epsilon": 0.3}  # ARR stays a light (FGSM) attack
-    args = _train_args("--dataset", "digits", "--method", "madry")
-    preset, filled = cli._training_defaults(args)
-    assert filled == {} and (args.epochs, args.epsilon_warmup) == (10, 0)
-    assert cli._method_objective(args, preset)[1] == {}
+    config, _, kwargs, filled = _resolved("--dataset", "digits", "--method", "madry")
+    assert filled == {} and (config.epochs, config.epsilon_warmup) == (10, 0)
+    assert kwargs == {}
 
 
 def test_epsilon_warmup_longer_than_training_is_refused(tmp_path, capsys):
