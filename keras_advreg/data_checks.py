@@ -103,6 +103,20 @@ def check_box(x, box, argument="x", tolerance=0.0):
             f"got values in [{x.min()}, {x.max()}].")
 
 
+def sparse_labels(y):
+    """Int32 class indices from sparse or one-hot labels (a NumPy array), unchecked."""
+    y = np.asarray(y)
+    return (np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)).astype(
+        np.int32)
+
+
+def look_like_probabilities(outputs):
+    """Whether model outputs lie in [0, 1] with rows summing to 1: softmax, not logits."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    return bool(outputs.size and outputs.min() >= 0 and outputs.max() <= 1
+                and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
+
+
 def checked_labels(y, num_classes, argument="y"):
     """Int32 class indices from sparse or one-hot labels, checked against the model.
 
@@ -115,7 +129,7 @@ def checked_labels(y, num_classes, argument="y"):
         if y.shape[1] != num_classes:
             raise ValueError(f"Labels of `{argument}` are one-hot with {y.shape[1]} classes, but "
                              f"the model outputs {num_classes} logits.")
-        return np.argmax(y, axis=1).astype(np.int32)
+        return sparse_labels(y)
     y = y.reshape(-1)
     if y.size and (not np.all(np.mod(y, 1) == 0) or y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
@@ -164,9 +178,7 @@ def check_data(model, x, y, box=None, argument="x", attacks=(), num_classes=None
         num_classes = int(labels.max()) + 1
     if num_classes is not None:
         check_num_classes(outputs.shape[-1], num_classes, data_name=f"`{labels_argument}`")
-    looks_like_probabilities = (outputs.min() >= 0 and outputs.max() <= 1
-                                and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
-    if looks_like_probabilities:
+    if look_like_probabilities(outputs):
         warnings.warn(
             "The model's outputs sum to 1 and lie in [0, 1]: they look like softmax "
             "probabilities, but keras_advreg expects logits. Remove the final softmax "

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import checks, data_checks
 from keras_advreg.attacks import PGD
 
 
@@ -30,11 +30,6 @@ def robust_accuracy_fn(attack, input_shape):
             functions[id(model)] = tf.function(fn, input_signature=spec)
         return float(functions[id(model)](x, y))
     return accuracy
-
-
-def _labels(y):
-    y = np.asarray(y)
-    return (np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)).astype("int32")
 
 
 def threat_model_attack(model, epsilon=None):
@@ -90,7 +85,7 @@ class RobustAccuracyMonitor(keras.callbacks.Callback):
     def __init__(self, x, y, attack=None, every=1, name="val_robust_accuracy", epsilon=None):
         super().__init__()
         self.x = np.asarray(x, np.float32)
-        self.y = _labels(y)
+        self.y = data_checks.sparse_labels(y)
         self.epsilon = None if epsilon is None else checks.number("epsilon", epsilon, strict=True)
         self.every = checks.integer("every", every, minimum=1)
         self.name = name

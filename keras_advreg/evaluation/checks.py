@@ -4,7 +4,7 @@ Each check is a function of the evidence gathered by `evaluate_robustness`
 returning `{name, passed, detail}`; `ADVICE` says what to do when it fails.
 """
 
-import numpy as np
+from keras_advreg import data_checks
 
 # What to do when a check fails, shown in the warning and in report.md.
 ADVICE = {
@@ -97,8 +97,7 @@ def gradients(evidence):
 
 def logits(evidence):
     z = evidence["logits"]
-    probabilities = bool(np.all(z >= 0) and np.all(z <= 1)
-                         and np.allclose(z.sum(axis=1), 1.0, atol=1e-3))
+    probabilities = data_checks.look_like_probabilities(z)
     return _result("outputs_are_logits", not probabilities,
                    "outputs look like probabilities (in [0, 1], rows sum to 1)" if probabilities
                    else f"outputs in [{z.min():.3g}, {z.max():.3g}], not a probability simplex")
@@ -122,7 +121,7 @@ def run_checks(evidence):
     return [check(evidence) for check in CHECKS]
 
 
-def failure_messages(results):
+def failure_messages(results, prefix="Possible gradient masking"):
     """One message per failed check, saying what to do."""
-    return [f"Possible gradient masking ({r['name']}: {r['detail']}). {ADVICE[r['name']]}"
+    return [f"{prefix} ({r['name']}: {r['detail']}). {ADVICE[r['name']]}"
             for r in results if not r["passed"]]

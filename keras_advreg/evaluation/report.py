@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from keras_advreg.evaluation import comparison, per_example
-from keras_advreg.evaluation.checks import ADVICE
+from keras_advreg.evaluation.checks import failure_messages
 from keras_advreg.evaluation.identity import markdown_header
 
 JSON_NAME, MARKDOWN_NAME, HTML_NAME = "report.json", "report.md", "report.html"
@@ -60,6 +60,9 @@ class RobustnessReport:
 
     def __init__(self, results, adversarial=None):
         self._results = _jsonable(results)
+        # Derived here only, from the checks, so the stored field cannot disagree with them.
+        self._results["masking_suspected"] = any(
+            not c["passed"] for c in self._results.get("checks", []))
         self.adversarial = adversarial
 
     def __getattr__(self, name):
@@ -71,10 +74,6 @@ class RobustnessReport:
     def to_dict(self):
         """A deep copy of the results as plain JSON types."""
         return json.loads(json.dumps(self._results))
-
-    @property
-    def masking_suspected(self):
-        return any(not c["passed"] for c in self._results.get("checks", []))
 
     def save(self, directory):
         """Writes the report's files (see the class docstring) into `directory`."""
@@ -178,12 +177,12 @@ class RobustnessReport:
 
     def summary_lines(self):
         """Loud masking warnings, one per failed check, each saying what to do."""
-        return [f"**WARNING: possible gradient masking** ({c['name']}: {c['detail']}). "
-                f"{ADVICE[c['name']]}" for c in self._results["checks"] if not c["passed"]]
+        return failure_messages(self._results["checks"],
+                                prefix="**WARNING: possible gradient masking**")
 
     def markdown(self):
         r = self._results
-        lines = [f"# Robustness report", "",
+        lines = ["# Robustness report", "",
                  f"{r['n_examples']} examples, epsilon = {r['epsilon']:g} ({r['norm']}), "
                  f"suite: {r.get('suite')}, seed {r.get('seed')}, "
                  f"{_number(r.get('wall_time_s'), '.1f')} s.", ""]

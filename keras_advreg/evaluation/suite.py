@@ -392,7 +392,6 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         "check_attacks": {"pgd20": evidence["pgd"], "pgd40": evidence["pgd_more_steps"],
                           "pgd20_x2": evidence["pgd_restarts"], "fgsm": evidence["fgsm"],
                           "square_only_breaks": square_only},
-        "masking_suspected": any(not c["passed"] for c in check_results),
         "per_example": examples, "individual": alone,
         "paired_test": (comparison.paired_test(baseline, examples, epsilon, norm)
                         if baseline else None),
