@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 
 from keras_advreg.attacks import APGD, PGD, Square
 from keras_advreg.evaluation import evaluate_robustness
-from keras_advreg.evaluation.checks import ADVICE, logits
+from keras_advreg.evaluation.masking_checks import ADVICE, logits
 
 
 def _digits():

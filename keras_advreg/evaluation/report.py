@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from keras_advreg.evaluation import comparison, per_example
-from keras_advreg.evaluation.checks import failure_messages
+from keras_advreg.evaluation.masking_checks import failure_messages
 from keras_advreg.evaluation.identity import markdown_header
 
 JSON_NAME, MARKDOWN_NAME, HTML_NAME = "report.json", "report.md", "report.html"

@@ -11,7 +11,7 @@ from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
 from keras_advreg.evaluation import comparison, curves, escalation, inputs, per_example, randomness
 from keras_advreg.evaluation import identity as identity_lib
-from keras_advreg.evaluation.checks import failure_messages, run_checks
+from keras_advreg.evaluation.masking_checks import failure_messages, run_checks
 from keras_advreg.evaluation.progress import StageProgress
 from keras_advreg.evaluation.report import RobustnessReport
 from keras_advreg.evaluation.runner import Runner
