@@ -5,7 +5,7 @@ import collections
 import keras
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
 from keras_advreg.attacks.base import ATTACK_LOSS_SCALE
 
@@ -103,7 +103,7 @@ class StepContext:
         Derived from the model's seed and the optimizer's iteration count, so
         a resumed run draws the same numbers as an uninterrupted one.
         """
-        return tf.random.experimental.stateless_fold_in(self._step_seed, salt)
+        return backend.fold_in(self._step_seed, salt)
 
     @property
     def base_model(self):
@@ -137,6 +137,11 @@ class StepContext:
         """The logits at `point` if a term already computed them, else None."""
         forward = self._forward.get(point if isinstance(point, str) else id(point))
         return None if forward is None else forward.logits
+
+    @property
+    def epsilon_scale(self):
+        """The multiplier of every attack's epsilon this step (`AdvRegModel.epsilon_scale`)."""
+        return tf.cast(self.model.epsilon_scale, tf.float32)
 
     @property
     def gradient_scale(self):

@@ -3,14 +3,13 @@
 import keras
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
 from keras_advreg.objectives.base import Objective, register
 from keras_advreg.objectives.gradient_penalty import flatten
 
 FORMS = ("tangential", "cosine")
 INPUT = "input"
-_TINY = 1e-12
 
 
 def feature_model(base_model, layers):
@@ -45,11 +44,11 @@ def _per_example_misalignment(g, h, form):
     """Per example: ||g - (g.h^)h^||^2 ("tangential") or 1 - cos^2(g, h) ("cosine")."""
     g, h = flatten(g), flatten(h)
     gh = tf.reduce_sum(g * h, axis=1)
-    hh = tf.maximum(tf.reduce_sum(tf.square(h), axis=1), _TINY)
+    hh = tf.maximum(tf.reduce_sum(tf.square(h), axis=1), backend.TINY)
     gg = tf.reduce_sum(tf.square(g), axis=1)
     if form == "tangential":
         return gg - tf.square(gh) / hh
-    return 1.0 - tf.square(gh) / (tf.maximum(gg, _TINY) * hh)
+    return 1.0 - tf.square(gh) / (tf.maximum(gg, backend.TINY) * hh)
 
 
 @register
@@ -121,8 +120,7 @@ class GradientFeatureAlignment(Objective):
             points = [x] * len(self.layers)
             gradients = [context.input_gradient("clean")] * len(self.layers)
         else:
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(x)
+            with backend.input_tape(x) as tape:
                 *hidden, logits = model(x, training=context.training)
                 scaled = (tf.reduce_sum(losses.cross_entropy(context.y, logits))
                           * context.gradient_scale)
@@ -132,7 +130,7 @@ class GradientFeatureAlignment(Objective):
                          for g in tape.gradient(scaled, points)]
         total = 0.0
         for w, h, g in zip(self.layer_weights, points, gradients):
-            g = tf.where(tf.math.is_finite(g), g, tf.zeros_like(g))
+            g = backend.finite_or_zero(g)
             total += w * context.mean(_per_example_misalignment(g, tf.cast(h, tf.float32),
                                                                 self.form))
         return total

@@ -2,12 +2,11 @@
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
 from keras_advreg.objectives.base import Objective, register
 from keras_advreg.objectives.gradient_penalty import flatten
 
-_TINY = 1e-12
 
 # Salt of this term's random draws in `StepContext.seed` (attacks use 0, 1, ...).
 _SALT = 1001
@@ -43,20 +42,18 @@ class GradAlign(Objective):
     def __call__(self, context):
         x = context.inputs("clean")
         clean_gradient = tf.stop_gradient(context.input_gradient("clean"))
-        epsilon = self.epsilon * tf.cast(context.model.epsilon_scale, tf.float32)
-        eta = tf.random.stateless_uniform(tf.shape(x), context.seed(_SALT), -1.0, 1.0) * epsilon
+        epsilon = self.epsilon * context.epsilon_scale
+        eta = backend.uniform(tf.shape(x), context.seed(_SALT), -1.0, 1.0) * epsilon
         noisy = tf.clip_by_value(x + eta, self.clip_min, self.clip_max)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(noisy)
+        with backend.input_tape(noisy) as tape:
             logits = context.base_model(noisy, training=context.training)
             scaled = (tf.reduce_sum(losses.cross_entropy(context.y, logits))
                       * context.gradient_scale)
         noisy_gradient = tf.cast(tape.gradient(scaled, noisy), tf.float32) / context.gradient_scale
-        noisy_gradient = tf.where(tf.math.is_finite(noisy_gradient), noisy_gradient,
-                                  tf.zeros_like(noisy_gradient))
+        noisy_gradient = backend.finite_or_zero(noisy_gradient)
         a, b = flatten(clean_gradient), flatten(noisy_gradient)
-        norms = (tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(a), 1), _TINY))
-                 * tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(b), 1), _TINY)))
+        norms = (tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(a), 1), backend.TINY))
+                 * tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(b), 1), backend.TINY)))
         cosine = tf.reduce_sum(a * b, axis=1) / norms
         return 1.0 - context.mean(cosine)
 

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.objectives.base import Objective, register
 from keras_advreg.objectives.gradient_penalty import check_point, flatten
 
@@ -41,18 +41,16 @@ class JacobianPenalty(Objective):
 
     def __call__(self, context):
         x = context.inputs("clean" if self.at == "clean" else self.attack)
-        with tf.GradientTape(watch_accessed_variables=False,
-                             persistent=self.n_projections > 1) as tape:
-            tape.watch(x)
+        with backend.input_tape(x, persistent=self.n_projections > 1) as tape:
             logits = tf.cast(context.base_model(x, training=context.training), tf.float32)
         num_classes = logits.shape[-1]
         total = 0.0
         for k in range(self.n_projections):
-            v = tf.random.stateless_normal(tf.shape(logits), context.seed(_SALT + k))
+            v = backend.normal(tf.shape(logits), context.seed(_SALT + k))
             v = v / tf.norm(v, axis=-1, keepdims=True)
             vjp = tape.gradient(logits, x, output_gradients=v * context.gradient_scale)
             vjp = tf.cast(vjp, tf.float32) / context.gradient_scale
-            vjp = tf.where(tf.math.is_finite(vjp), vjp, tf.zeros_like(vjp))
+            vjp = backend.finite_or_zero(vjp)
             total += tf.reduce_sum(tf.square(flatten(vjp)), axis=1)
         del tape
         return context.mean(0.5 * num_classes / self.n_projections * total)

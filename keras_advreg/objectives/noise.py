@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.objectives.base import Objective, register
 
 # Salt of this term's random draws in `StepContext.seed` (attacks use 0, 1, ...).
@@ -37,7 +37,7 @@ class GaussianNoiseLoss(Objective):
     def noisy_inputs(self, context):
         """The batch plus this step's noise, float32."""
         x = context.inputs("clean")
-        return x + self.sigma * tf.random.stateless_normal(tf.shape(x), context.seed(_SALT))
+        return x + self.sigma * backend.normal(tf.shape(x), context.seed(_SALT))
 
     def __call__(self, context):
         logits = context.base_model(self.noisy_inputs(context), training=context.training)
