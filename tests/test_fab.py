@@ -234,3 +234,23 @@ def test_standard_and_plus_suites_are_autoattack_budgets():
     assert all(a.norm == "l2" for a in plus)
     stronger = escalation.escalated_attacks(standard, 0.1, "linf", (0.0, 1.0), attack_name)
     assert stronger["escalation fab_t_x5"].restarts == 5
+
+
+@pytest.mark.parametrize("alpha_max, eta, beta", [(0.1, 1.05, 0.9), (0.02, 1.2, 0.7)])
+def test_two_iterations_match_the_update_rule_by_hand(alpha_max, eta, beta):
+    """On a two-class linear model every projection is along the same d* (x0's).
+
+    Iteration 1 goes to x0 + eta d* (adversarial), backs off to x0 + beta eta d*;
+    iteration 2 projects that (step (1 - beta eta) d*) and x0 (step d*), mixes
+    with alpha = min(||d_1|| / (||d_1|| + ||d_0||), alpha_max) and lands at
+    x0 + c d* with c = (1 - alpha)(beta eta + eta (1 - beta eta)) + alpha eta.
+    """
+    weights, bias, x = _near_a_corner_of_every_class(classes=2)
+    y, expected = _closed_form(weights, bias, x, "l2")
+    keep = expected > 1e-3
+    alpha = min((1 - beta * eta) / (2 - beta * eta), alpha_max)
+    c = (1 - alpha) * (beta * eta + eta * (1 - beta * eta)) + alpha * eta
+    assert 1 < c < eta
+    fab = FAB(epsilon=0.3, steps=2, norm="l2", alpha_max=alpha_max, eta=eta, beta=beta)
+    _, distance = _minimal(fab, _linear(weights, bias), x[keep], y[keep])
+    np.testing.assert_allclose(distance, c * expected[keep], rtol=2e-5)
