@@ -6,7 +6,7 @@ epsilon 8/255, step 2/255 (linf); SGD momentum 0.9, batch 128, weight decay
 5e-4 applied as PyTorch's coupled L2 (see common.py); our choice of learning
 rate schedule: piecewise, 0.1 divided by 10 at epochs 100 and 150, 200 epochs
 (Rice et al.'s PGD-AT schedule); crop+flip augmentation. Evaluated with the
-standard suite (APGD-CE, APGD-T, Square) at 8/255. Rice et al. report ~53%
+standard suite (APGD-CE, APGD-T, FAB-T, Square) at 8/255. Rice et al. report ~53%
 PGD accuracy at the best epoch and fewer at epoch 200 (robust overfitting).
 
 Full run:  python examples/madry_cifar10.py --out runs/madry_cifar10

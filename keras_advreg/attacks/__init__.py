@@ -6,3 +6,4 @@ from keras_advreg.attacks.pgd import PGD
 from keras_advreg.attacks.apgd import APGD, apgd_checkpoints
 from keras_advreg.attacks.deepfool import DeepFool
 from keras_advreg.attacks.square import Square
+from keras_advreg.attacks.fab import FAB

@@ -42,10 +42,12 @@ class Attack:
     # Passes each loss gradient averages over (EOT, see `loss_gradient`); attacks
     # that support EOT take it as an argument.
     eot_samples = 1
+    # The threat models a subclass supports (`checks.norm` canonical names).
+    norms = ("linf", "l2")
 
     def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0):
         self.epsilon = checks.number("epsilon", epsilon)
-        self.norm = checks.norm(norm)
+        self.norm = checks.norm(norm, self.norms)
         self.clip_min, self.clip_max = checks.box(clip_min, clip_max)
         # l2 needs the input size: `AdvRegModel.check_data` and evaluation check it.
         checks.radius(self.epsilon, self.norm, self.clip_min, self.clip_max)

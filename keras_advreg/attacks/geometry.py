@@ -78,3 +78,26 @@ def _normal(shape, seed, dtype):
     if seed is None:
         return tf.random.normal(shape, dtype=dtype)
     return tf.random.stateless_normal(shape, seed, dtype=dtype)
+
+
+def random_direction(x, norm, seed=None):
+    """A random perturbation of `x`'s shape with unit `norm` per example.
+
+    Linf: uniform noise in [-1, 1] divided by its largest entry; l2 and l1:
+    Gaussian noise divided by its l2 or l1 norm (AutoAttack's FAB restarts).
+
+    Args:
+        x: a batch (only its shape and dtype are used).
+        norm: "linf", "l2" or "l1".
+        seed: None for TensorFlow's stateful generator, or a stateless seed
+            (an int tensor of shape (2,)).
+    """
+    if norm == "linf":
+        t = _uniform(tf.shape(x), seed, x.dtype, -1.0)
+    else:
+        t = _normal(tf.shape(x), seed, x.dtype)
+    flat = tf.reshape(t, [tf.shape(x)[0], -1])
+    size = {"linf": lambda f: tf.reduce_max(tf.abs(f), axis=1),
+            "l2": lambda f: tf.norm(f, axis=1),
+            "l1": lambda f: tf.reduce_sum(tf.abs(f), axis=1)}[norm](flat)
+    return t / tf.reshape(tf.maximum(size, _TINY), [-1] + [1] * (x.shape.rank - 1))

@@ -2,13 +2,13 @@
 
 A failed check says the suite's number may be too high. Rather than only
 warning, the evaluation re-runs the suite's attacks on the points still
-counted robust with more restarts (PGD, APGD) and more Square queries, and
+counted robust with more restarts (PGD, APGD, FAB) and more Square queries, and
 reports the accuracy both before and after.
 """
 
 import numpy as np
 
-from keras_advreg.attacks import APGD, PGD, Square
+from keras_advreg.attacks import APGD, FAB, PGD, Square
 
 # The escalated budgets, recorded in the report's `escalation`.
 RESTARTS = 5
@@ -20,7 +20,7 @@ SQUARE_QUERIES = 4000
 def escalated_attacks(attacks, epsilon, norm, clip, attack_name):
     """The suite's attacks with escalated budgets, keyed by their report names.
 
-    PGD and APGD get `RESTARTS` restarts (or keep more), Square
+    PGD, APGD and FAB get `RESTARTS` restarts (or keep more), Square
     `SQUARE_QUERY_FACTOR` times its queries; a suite without Square gains
     one with `SQUARE_QUERIES`. Other attacks (FGSM, DeepFool) are
     deterministic, so running them again would break nothing new.
@@ -29,7 +29,7 @@ def escalated_attacks(attacks, epsilon, norm, clip, attack_name):
     out = {}
     for attack in attacks:
         config = attack.get_config()
-        if isinstance(attack, (PGD, APGD)):
+        if isinstance(attack, (PGD, APGD, FAB)):
             config["restarts"] = max(attack.restarts, RESTARTS)
         elif isinstance(attack, Square):
             config["n_queries"] = attack.n_queries * SQUARE_QUERY_FACTOR
@@ -37,7 +37,7 @@ def escalated_attacks(attacks, epsilon, norm, clip, attack_name):
             continue
         new = type(attack).from_config(config)
         name = "escalation " + attack_name(new) + (  # PGD's name already has its restarts
-            f"_x{new.restarts}" if isinstance(new, APGD) else
+            f"_x{new.restarts}" if isinstance(new, (APGD, FAB)) else
             f"_{new.n_queries}q" if isinstance(new, Square) else "")
         out[name if name not in out else f"{name}_{len(out)}"] = new
     if not any(isinstance(a, Square) for a in attacks):

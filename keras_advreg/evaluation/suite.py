@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from keras_advreg import checks, data_checks
-from keras_advreg.attacks import APGD, FGSM, PGD, Attack, DeepFool, Square
+from keras_advreg.attacks import APGD, FAB, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
 from keras_advreg.evaluation import comparison, curves, escalation, inputs, per_example, randomness
 from keras_advreg.evaluation import identity as identity_lib
@@ -25,12 +25,47 @@ def _pgd(epsilon, norm, clip, steps=20, restarts=1):
                restarts=restarts, clip_min=clip[0], clip_max=clip[1])
 
 
+def _box(clip):
+    return {"clip_min": clip[0], "clip_max": clip[1]}
+
+
+def standard_suite(epsilon, norm, clip):
+    """AutoAttack's version="standard" (Croce & Hein 2020, arXiv 2003.01690).
+
+    APGD-CE (100 iterations, 1 restart), APGD-T (targeted DLR, the 9 classes
+    of highest clean logit after the top one, 100 iterations each), FAB-T
+    (the same 9 targets, 100 iterations each) and Square (5000 queries,
+    p_init 0.8), in AutoAttack's order.
+    """
+    return [APGD(epsilon, steps=100, norm=norm, loss="cross_entropy", restarts=1, **_box(clip)),
+            APGD(epsilon, steps=100, norm=norm, loss="targeted_dlr", n_target_classes=9,
+                 restarts=1, **_box(clip)),
+            FAB(epsilon, steps=100, norm=norm, targeted=True, n_target_classes=9, restarts=1,
+                **_box(clip)),
+            Square(epsilon, n_queries=5000, p_init=0.8, norm=norm, **_box(clip))]
+
+
+def plus_suite(epsilon, norm, clip):
+    """AutoAttack's version="plus": the standard attacks plus untargeted DLR and FAB.
+
+    APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5 restarts),
+    Square (5000 queries; one run, as AutoAttack's code and README), APGD-T and
+    FAB-T (9 target classes each), 100 iterations per run, in AutoAttack's order.
+    """
+    return [APGD(epsilon, steps=100, norm=norm, loss="cross_entropy", restarts=5, **_box(clip)),
+            APGD(epsilon, steps=100, norm=norm, loss="dlr", restarts=5, **_box(clip)),
+            FAB(epsilon, steps=100, norm=norm, restarts=5, **_box(clip)),
+            Square(epsilon, n_queries=5000, p_init=0.8, norm=norm, **_box(clip)),
+            APGD(epsilon, steps=100, norm=norm, loss="targeted_dlr", n_target_classes=9,
+                 restarts=1, **_box(clip)),
+            FAB(epsilon, steps=100, norm=norm, targeted=True, n_target_classes=9, restarts=1,
+                **_box(clip))]
+
+
 # Named suites: factories of the attack list, each attack run on the points still robust.
 SUITES = {
-    "standard": lambda eps, norm, clip: [
-        APGD(eps, norm=norm, loss="cross_entropy", clip_min=clip[0], clip_max=clip[1]),
-        APGD(eps, norm=norm, loss="targeted_dlr", clip_min=clip[0], clip_max=clip[1]),
-        Square(eps, norm=norm, clip_min=clip[0], clip_max=clip[1])],
+    "standard": standard_suite,
+    "plus": plus_suite,
     "fast": lambda eps, norm, clip: [
         _pgd(eps, norm, clip),
         APGD(eps, norm=norm, loss="cross_entropy", clip_min=clip[0], clip_max=clip[1])],
@@ -50,7 +85,7 @@ _NAMES = {
 
 
 def attack_name(attack):
-    """A short readable name: pgd20, pgd20_cw_margin_x4, apgd_ce, apgd_t_eot20, square, ..."""
+    """A short readable name: pgd20, pgd20_cw_margin_x4, apgd_ce, apgd_t_eot20, fab_t, ..."""
     return _NAMES.get(type(attack), lambda a: getattr(a, "name", type(a).__name__.lower()))(attack)
 
 
@@ -250,8 +285,10 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
             batches; labels sparse or one-hot.
         epsilon: the radius of the threat model.
         norm: "linf" or "l2".
-        suite: "standard" (APGD-CE, APGD-T, Square-5000), "fast" (PGD-20,
-            APGD-CE), "rand" (APGD-CE, APGD-DLR, EOT over 20 samples, for
+        suite: "standard" (AutoAttack's: APGD-CE, APGD-T, FAB-T, Square-5000;
+            `standard_suite`), "plus" (AutoAttack+: also APGD-DLR and FAB, with
+            5 restarts of the untargeted APGDs and FAB; `plus_suite`), "fast"
+            (PGD-20, APGD-CE), "rand" (APGD-CE, APGD-DLR, EOT over 20 samples, for
             randomized models) or a list of `Attack` objects.
         n_examples: evaluate the first n examples (None: all).
         epsilons: the curve's epsilon grid (strictly increasing); default
