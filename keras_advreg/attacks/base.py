@@ -34,7 +34,7 @@ class Attack:
     Args:
         epsilon: the radius of the threat model (the largest allowed perturbation
             norm), not the size of one step.
-        norm: "linf" (or `np.inf`) or "l2" (or 2).
+        norm: "linf" (or `np.inf`), "l2" (or 2) or "l1" (or 1).
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
     """
@@ -45,7 +45,7 @@ class Attack:
 
     def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0):
         self.epsilon = checks.number("epsilon", epsilon)
-        self.norm = checks.norm(norm)
+        self.norm = checks.norm(norm, checks.ATTACK_NORMS)
         self.clip_min, self.clip_max = checks.box(clip_min, clip_max)
         # l2 needs the input size: `AdvRegModel.check_data` and evaluation check it.
         checks.radius(self.epsilon, self.norm, self.clip_min, self.clip_max)
