@@ -5,4 +5,5 @@ from keras_advreg.attacks.fgsm import FGSM
 from keras_advreg.attacks.pgd import PGD
 from keras_advreg.attacks.apgd import APGD, apgd_checkpoints
 from keras_advreg.attacks.deepfool import DeepFool
+from keras_advreg.attacks.carlini_wagner import CarliniWagner
 from keras_advreg.attacks.square import Square
