@@ -46,7 +46,9 @@ class CarliniWagner(Attack):
     early abort, which this does not do). Measured on a Madry-trained digits
     CNN (128 test points): the paper's rate with 100 steps found only 83% of
     the points and larger distances than DeepFool; 9 x 200 at 0.05 found all,
-    at most DeepFool's distance on 77% of them; 9 x 1000 at 0.01 on 83%.
+    at most DeepFool's distance on 77% of them (median 0.689 vs 0.717);
+    9 x 1000 at 0.01 on 83%. On mnist_5k (Madry linf 0.1, 5 epochs): 94%,
+    median 2.06 vs DeepFool's 2.70 (benchmarks/l1_cw.py).
 
     Args:
         epsilon: None (unbounded, the minimal-distance attack) or an l2
