@@ -17,6 +17,10 @@ _NORM_ALIASES = {
     "l1": "l1", 1: "l1", "1": "l1",
 }
 
+# The threat models attacks and evaluation support. Objectives that need a dual
+# norm (gradient penalties) support only the default ("linf", "l2") of `norm`.
+ATTACK_NORMS = ("linf", "l2", "l1")
+
 
 def number(name, value, *, minimum=0.0, strict=False, maximum=None):
     """Returns `value` as a float, or raises if it is not a finite number in range.
@@ -64,7 +68,8 @@ def norm(value, allowed=("linf", "l2"), name="norm"):
 
     Args:
         value: "linf"/"inf"/`np.inf`, "l2"/2 or "l1"/1.
-        allowed: the canonical norms this caller supports.
+        allowed: the canonical norms this caller supports (`ATTACK_NORMS`
+            for attacks and evaluation, which also take "l1").
         name: the argument's name, used in the error message.
 
     Returns:

@@ -151,7 +151,7 @@ def _build_parser():
     evaluate.add_argument("--epsilon", type=float, default=None,
                           help="radius of the threat model (default: the train run's; required "
                                "without its config.json)")
-    evaluate.add_argument("--norm", default=None, choices=catalog.CHOICES["norm"],
+    evaluate.add_argument("--norm", default=None, choices=(*catalog.CHOICES["norm"], "l1"),
                           help="threat model norm (default: the train run's, else linf)")
     evaluate.add_argument("--suite", default="standard", choices=["standard", "fast", "rand"],
                           help="standard: APGD-CE, APGD-T, Square; fast: PGD-20, APGD-CE; rand: "

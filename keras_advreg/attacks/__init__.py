@@ -5,5 +5,6 @@ from keras_advreg.attacks.fgsm import FGSM
 from keras_advreg.attacks.pgd import PGD
 from keras_advreg.attacks.apgd import APGD, apgd_checkpoints
 from keras_advreg.attacks.deepfool import DeepFool
+from keras_advreg.attacks.carlini_wagner import CarliniWagner
 from keras_advreg.attacks.square import Square
 from keras_advreg.attacks.fab import FAB

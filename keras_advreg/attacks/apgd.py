@@ -54,6 +54,44 @@ def _schedule(n_iter):
     return tf.constant(is_check), tf.constant(length)
 
 
+# APGD-L1 (Croce & Hein 2021, arXiv 2103.01208, and the reference code): a
+# checkpoint every 4% of the iterations, a first sparsity of 20% of the
+# coordinates, the step divided by 1.5 at a checkpoint (never below epsilon/10)
+# unless the sparsity of the best point fell below 95% of the last one's.
+L1_CHECK_FRACTION = 0.04
+L1_INITIAL_FRACTION = 0.2
+L1_STEP_DECAY = 1.5
+L1_MIN_STEP_FACTOR = 10.0
+L1_SPARSITY_DROP = 0.95
+
+
+def _l1_schedule(n_iter):
+    """APGD-L1's checkpoints: every max(int(0.04 N), 1) iterations (fixed interval)."""
+    interval = max(int(L1_CHECK_FRACTION * n_iter), 1)
+    is_check = (np.arange(1, n_iter + 1) % interval) == 0
+    return tf.constant(is_check), tf.constant(np.full(n_iter, interval, np.float32))
+
+
+def _run_seeds(seed, n):
+    """`n` stateless seeds, one per run (target and restart), or `n` Nones."""
+    if seed is None:
+        return [None] * n
+    return list(tf.unstack(tf.random.experimental.stateless_split(seed, n)))
+
+
+def _uniform(shape, seed):
+    """U(-1, 1): stateless with a seed, TensorFlow's global generator without."""
+    if seed is None:
+        return tf.random.uniform(shape, -1.0, 1.0)
+    return tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+
+
+def _normal(shape, seed):
+    if seed is None:
+        return tf.random.normal(shape)
+    return tf.random.stateless_normal(shape, seed)
+
+
 def _per_example(mask_or_value, like):
     """Reshapes a (batch,) tensor to broadcast against `like`."""
     return tf.reshape(mask_or_value, [-1] + [1] * (like.shape.rank - 1))
@@ -61,7 +99,7 @@ def _per_example(mask_or_value, like):
 
 @register
 class APGD(Attack):
-    """Auto-PGD (Croce & Hein 2020, arXiv 2003.01690), linf or l2.
+    """Auto-PGD (Croce & Hein 2020, arXiv 2003.01690), linf, l2 or l1.
 
     PGD with momentum 0.75 and an adaptive step: it starts at 2 * epsilon, and
     at each checkpoint (`apgd_checkpoints`) the step of an example is halved,
@@ -75,10 +113,22 @@ class APGD(Attack):
     `n_target_classes` classes with the highest clean logits after the top one
     (at most classes - 1); the first successful run per example is kept.
 
+    With `norm="l1"` it is l1-APGD (Croce & Hein 2021, "Mind the box", arXiv
+    2103.01208): a sparse step, sign(g) on the top k coordinates by |g| divided
+    by k (`geometry.sparse_ascent`), projected exactly onto the l1 ball
+    intersected with the box (`geometry.project_l1_box`), without momentum. The
+    first step is epsilon and k is 20% of the coordinates; at a checkpoint every
+    4% of the iterations, k becomes ||x_best - x||_0 / 1.5 (the sparsity the box
+    and the ball let the best point reach), and the step is divided by 1.5
+    (within [epsilon / 10, epsilon]), or, where the best point's sparsity fell
+    below 95% of the last checkpoint's, reset to epsilon with a restart from the
+    best point. The start is x + N(0, I) projected. The reference's optional
+    larger-epsilon warm start (`use_largereps`) is not implemented.
+
     Args:
         epsilon: the radius of the ball (the budget), not a step size.
         steps: the number of iterations N per run (100 in AutoAttack).
-        norm: "linf" or "l2".
+        norm: "linf", "l2" or "l1".
         loss: "cross_entropy" (APGD-CE), "dlr" (APGD-DLR) or "targeted_dlr" (APGD-T).
         n_target_classes: the number of target classes of APGD-T (9 in AutoAttack).
         restarts: the number of random restarts per run (target).
@@ -118,7 +168,7 @@ class APGD(Attack):
         return ({"cross_entropy": "apgd_ce", "dlr": "apgd_dlr", "targeted_dlr": "apgd_t"}[self.loss]
                 + (f"_eot{self.eot_samples}" if self.eot_samples > 1 else ""))
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         epsilon = self.epsilon * scale
         clean_logits = logits_of(model, x)
         num_classes = clean_logits.shape[-1]
@@ -129,9 +179,10 @@ class APGD(Attack):
         else:
             targets = [None]
         best, found = x, tf.zeros(tf.shape(x)[:1], tf.bool)
+        run_seeds = iter(_run_seeds(seed, len(targets) * self.restarts))
         for target in targets:
             for _ in range(self.restarts):
-                x_adv, success = self._run(model, x, labels, target, epsilon)
+                x_adv, success = self._run(model, x, labels, target, epsilon, next(run_seeds))
                 new = tf.logical_and(success, tf.logical_not(found))
                 # Unsuccessful examples keep the latest run's highest-loss point.
                 keep = tf.logical_or(new, tf.logical_not(found))
@@ -139,10 +190,11 @@ class APGD(Attack):
                 found = tf.logical_or(found, success)
         return best
 
-    def _run(self, model, x, labels, target, epsilon):
+    def _run(self, model, x, labels, target, epsilon, seed=None):
         """One APGD run; returns `(x_adv, misclassified)`."""
         loss_fn = APGD_LOSSES[self.loss]
-        is_check, length = _schedule(self.steps)
+        l1 = self.norm == "l1"
+        is_check, length = (_l1_schedule if l1 else _schedule)(self.steps)
 
         def evaluate(point):
             loss, logits, grad = loss_gradient(
@@ -154,22 +206,31 @@ class APGD(Attack):
             return self.project(point + _per_example(step, point)
                                 * geometry.steepest_ascent(grad, self.norm), x, epsilon)
 
-        start = self.project(self._random_start(x, epsilon), x, epsilon)
+        start = self.project(self._random_start(x, epsilon, seed), x, epsilon)
         loss, grad, mis = evaluate(start)
         batch = tf.shape(x)[:1]
         state = dict(
             x_adv=start, x_old=start, grad=grad, loss_prev=loss,
-            step=tf.fill(batch, 2.0) * epsilon,
+            step=tf.fill(batch, 1.0 if l1 else 2.0) * epsilon,
             x_best=start, loss_best=loss, grad_best=grad,
             x_found=start, found=mis,
             increases=tf.zeros(batch), loss_best_last=loss,
             reduced_last=tf.ones(batch, tf.bool))
+        if l1:
+            dims = float(np.prod(x.shape[1:]))
+            state.update(fraction=tf.fill(batch, L1_INITIAL_FRACTION),
+                         sparsity_last=tf.fill(batch, dims))
 
         def body(i, s):
-            a = tf.where(i > 0, self.momentum, 1.0)
-            z = move(s["x_adv"], s["grad"], s["step"])
-            x_new = self.project(s["x_adv"] + a * (z - s["x_adv"])
-                                 + (1.0 - a) * (s["x_adv"] - s["x_old"]), x, epsilon)
+            if l1:  # the sparse step, no momentum (as the reference)
+                x_new = self.project(s["x_adv"] + _per_example(s["step"], x)
+                                     * geometry.sparse_ascent(s["grad"], s["fraction"]),
+                                     x, epsilon)
+            else:
+                a = tf.where(i > 0, self.momentum, 1.0)
+                z = move(s["x_adv"], s["grad"], s["step"])
+                x_new = self.project(s["x_adv"] + a * (z - s["x_adv"])
+                                     + (1.0 - a) * (s["x_adv"] - s["x_old"]), x, epsilon)
             loss, grad, mis = evaluate(x_new)
             s = dict(s, x_old=s["x_adv"], x_adv=x_new, grad=grad)
             s["x_found"] = tf.where(_per_example(tf.logical_and(mis, tf.logical_not(s["found"])),
@@ -181,6 +242,8 @@ class APGD(Attack):
             s["x_best"] = tf.where(_per_example(improved, x), x_new, s["x_best"])
             s["grad_best"] = tf.where(_per_example(improved, x), grad, s["grad_best"])
             s["loss_best"] = tf.where(improved, loss, s["loss_best"])
+            if l1:
+                return i + 1, self._l1_checkpoint(s, is_check[i], x, epsilon)
             return i + 1, self._checkpoint(s, is_check[i], length[i], x)
 
         _, state = tf.while_loop(lambda i, _: i < self.steps, body, (tf.constant(0), state))
@@ -202,13 +265,32 @@ class APGD(Attack):
             loss_best_last=tf.where(at_check, s["loss_best"], s["loss_best_last"]),
             increases=tf.where(at_check, tf.zeros_like(s["increases"]), s["increases"]))
 
-    def _random_start(self, x, epsilon):
-        """AutoAttack's start: a random point on the boundary of the ball (scaled noise)."""
+    def _l1_checkpoint(self, s, at_check, x, epsilon):
+        """APGD-L1's checkpoint: adapts the sparsity k and the step, resets where k fell."""
+        flat = tf.reshape(s["x_best"] - x, [tf.shape(x)[0], -1])
+        sparsity = tf.reduce_sum(tf.cast(tf.not_equal(flat, 0.0), tf.float32), axis=1)
+        dims = tf.cast(tf.shape(flat)[1], tf.float32)
+        dropped = tf.logical_and(at_check, sparsity / s["sparsity_last"] < L1_SPARSITY_DROP)
+        step = tf.where(dropped, epsilon, s["step"] / L1_STEP_DECAY)
+        step = tf.clip_by_value(step, epsilon / L1_MIN_STEP_FACTOR, epsilon)
+        mask = _per_example(dropped, x)
+        return dict(
+            s, step=tf.where(at_check, step, s["step"]),
+            fraction=tf.where(at_check, sparsity / dims / L1_STEP_DECAY, s["fraction"]),
+            sparsity_last=tf.where(at_check, sparsity, s["sparsity_last"]),
+            x_adv=tf.where(mask, s["x_best"], s["x_adv"]),
+            grad=tf.where(mask, s["grad_best"], s["grad"]))
+
+    def _random_start(self, x, epsilon, seed=None):
+        """AutoAttack's start: a random point on the boundary of the ball (scaled
+        noise); for l1, x + N(0, I), which the projection then brings into the ball."""
+        if self.norm == "l1":
+            return x + _normal(tf.shape(x), seed)
         if self.norm == "linf":
-            t = tf.random.uniform(tf.shape(x), -1.0, 1.0)
+            t = _uniform(tf.shape(x), seed)
             peak = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
             return x + epsilon * t / _per_example(tf.maximum(peak, 1e-12), x)
-        t = tf.random.normal(tf.shape(x))
+        t = _normal(tf.shape(x), seed)
         size = tf.norm(tf.reshape(t, [tf.shape(x)[0], -1]), axis=1)
         return x + epsilon * t / _per_example(tf.maximum(size, 1e-12), x)
 

@@ -34,7 +34,7 @@ class Attack:
     Args:
         epsilon: the radius of the threat model (the largest allowed perturbation
             norm), not the size of one step.
-        norm: "linf" (or `np.inf`) or "l2" (or 2).
+        norm: "linf" (or `np.inf`), "l2" (or 2) or "l1" (or 1).
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
     """
@@ -43,7 +43,7 @@ class Attack:
     # that support EOT take it as an argument.
     eot_samples = 1
     # The threat models a subclass supports (`checks.norm` canonical names).
-    norms = ("linf", "l2")
+    norms = checks.ATTACK_NORMS  # the norms an attack takes (Square refuses l1 itself)
 
     def __init__(self, epsilon, norm="linf", clip_min=0.0, clip_max=1.0):
         self.epsilon = checks.number("epsilon", epsilon)

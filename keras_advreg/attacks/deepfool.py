@@ -14,20 +14,25 @@ _TINY = 1e-12
 _DUAL_NORMS = {
     "l2": lambda w: tf.norm(w, axis=-1),
     "linf": lambda w: tf.reduce_sum(tf.abs(w), axis=-1),
+    "l1": lambda w: tf.reduce_max(tf.abs(w), axis=-1),
 }
 _STEPS = {
     "l2": lambda w, f, dual: (f / tf.maximum(dual, _TINY) ** 2)[:, None] * w,
     "linf": lambda w, f, dual: (f / tf.maximum(dual, _TINY))[:, None] * tf.sign(w),
+    # l1: the single coordinate of largest |w_j|, moved by f / |w_j|.
+    "l1": lambda w, f, dual: (f / tf.maximum(dual, _TINY))[:, None] * tf.sign(w) * tf.one_hot(
+        tf.argmax(tf.abs(w), axis=-1), tf.shape(w)[-1]),
 }
 _DISTANCES = {
     "l2": lambda d: tf.norm(d, axis=-1),
     "linf": lambda d: tf.reduce_max(tf.abs(d), axis=-1),
+    "l1": lambda d: tf.reduce_sum(tf.abs(d), axis=-1),
 }
 
 
 @register
 class DeepFool(Attack):
-    """DeepFool (Moosavi-Dezfooli et al. 2016, arXiv 1511.04599), l2 or linf.
+    """DeepFool (Moosavi-Dezfooli et al. 2016, arXiv 1511.04599), l2, linf or l1.
 
     Linearizes every logit difference f_k - f_y at the current point and steps
     to the nearest linearized boundary, distance |f_k - f_y| / ||grad f_k -
@@ -36,12 +41,16 @@ class DeepFool(Attack):
     adversarial distance of each example (`minimal_distance`). With the default
     `epsilon=None` the perturbation is unbounded (only the box applies); with
     an epsilon it is projected onto that ball, like any bounded attack.
+    For l1 the step moves the single coordinate of largest |grad f_k - grad
+    f_y| (the l1 dual is linf), and coordinates at a face of the box that
+    the step would push outward are left out, so it does not stall there.
+    DeepFool is deterministic: `seed` is accepted and unused.
 
     Args:
         epsilon: None (unbounded) or the radius of the ball.
         steps: the largest number of linearization steps.
         overshoot: the relative overshoot past the boundary (0.02).
-        norm: "l2" or "linf".
+        norm: "l2", "linf" or "l1".
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
 
@@ -65,7 +74,7 @@ class DeepFool(Attack):
         self.steps = checks.integer("steps", steps, minimum=1)
         self.overshoot = checks.number("overshoot", overshoot)
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         x_adv = self._search(model, x, y)
         if self.bounded:
             x_adv = self.project(x_adv, x, self.epsilon * scale)
@@ -99,6 +108,11 @@ class DeepFool(Attack):
             true_grad = tf.gather(jacobian, labels, axis=1, batch_dims=1)
             true_logit = tf.gather(logits, labels, axis=1, batch_dims=1)
             w = jacobian - true_grad[:, None, :]
+            if self.norm == "l1":  # a coordinate the box stops cannot be the one moved
+                flat = tf.reshape(point, [batch, 1, -1])
+                blocked = tf.logical_or(tf.logical_and(flat >= self.clip_max, w > 0),
+                                        tf.logical_and(flat <= self.clip_min, w < 0))
+                w = tf.where(blocked, 0.0, w)
             f = tf.abs(logits - true_logit[:, None])
             dual = _DUAL_NORMS[self.norm](w)
             ratio = (f + 1e-4) / tf.maximum(dual, _TINY)

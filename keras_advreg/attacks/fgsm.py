@@ -10,7 +10,9 @@ class FGSM(PGD):
     """Fast gradient sign method (Goodfellow et al. 2015, arXiv 1412.6572).
 
     One step along the sign of the input gradient (linf) or the normalized
-    gradient (l2). With `random_start=True` it is FGSM-RS of Fast AT (Wong et
+    gradient (l2); for l1, the exact l1 steepest ascent inside the box (the
+    maximizer of the linearized loss over the l1 ball and the box, see
+    `geometry.l1_ascent_step`). With `random_start=True` it is FGSM-RS of Fast AT (Wong et
     al. 2020, arXiv 2001.03994): delta ~ U(-epsilon, epsilon), one step of
     1.25 * epsilon, then projection onto the ball and the box.
 
@@ -18,7 +20,7 @@ class FGSM(PGD):
         epsilon: the radius of the ball.
         step_size: the step length; defaults to `epsilon` without random start
             and `1.25 * epsilon` with it.
-        norm: "linf" or "l2".
+        norm: "linf", "l2" or "l1".
         random_start: whether to start from a uniform point in the ball.
         loss: "cross_entropy" or "cw_margin".
         targeted: if True, `y` holds target classes and the loss is minimized.

@@ -18,16 +18,22 @@ class PGD(Attack):
     From a random start in the ball, `steps` steps of size `step_size` along the
     steepest-ascent direction of the per-example loss (sign of the gradient for
     linf, normalized gradient for l2), each followed by a projection onto the
-    epsilon ball and the `[clip_min, clip_max]` box. With `restarts > 1` the
-    attack runs again from new random starts and keeps, per example, a
-    successful point if any run found one, else the one with the highest loss.
+    epsilon ball and the `[clip_min, clip_max]` box. For l1 the step is the
+    exact l1 steepest ascent inside the box (`geometry.l1_ascent_step`: the
+    coordinates of largest |gradient| moved as far as the box allows until the
+    step's l1 length is spent) and the projection is the exact one onto the
+    l1 ball intersected with the box; for a stronger l1 attack use
+    `APGD(norm="l1")` (Croce & Hein 2021), whose adaptive sparsity this lacks.
+    With `restarts > 1` the attack runs again from new random starts and
+    keeps, per example, a successful point if any run found one, else the one
+    with the highest loss.
 
     Args:
         epsilon: the radius of the ball (the attack budget), e.g. 8/255.
         step_size: the length of one step (not the radius). Defaults to
             `epsilon / 4` (Madry's 2/255 at 8/255).
         steps: the number of steps.
-        norm: "linf" or "l2".
+        norm: "linf", "l2" or "l1".
         random_start: True or "uniform" (uniform in the ball), "normal"
             (0.001 * N(0, I), the TRADES start) or False. A bfloat16 model
             rounds a 0.001 perturbation of inputs near 1 away (its spacing there
@@ -105,12 +111,19 @@ class PGD(Attack):
         def step(i, x_adv):
             _, _, gradient = loss_gradient(model, x_adv, y, loss_fn, reference,
                                           samples=self.eot_samples)
-            x_adv = x_adv + direction * step_size * geometry.steepest_ascent(gradient, self.norm)
+            x_adv = self._ascend(x_adv, direction * gradient, step_size)
             return i + 1, self.project(x_adv, x, epsilon)
 
         # An explicit while loop: Keras traces train_step with AutoGraph off.
         _, x_adv = tf.while_loop(lambda i, _: i < self.steps, step, (tf.constant(0), x_adv))
         return x_adv
+
+    def _ascend(self, x_adv, gradient, step_size):
+        """One steepest-ascent step of length `step_size` in the threat norm."""
+        if self.norm == "l1":  # the exact l1 step, aware of the box
+            return geometry.l1_ascent_step(x_adv, gradient, step_size,
+                                           self.clip_min, self.clip_max)
+        return x_adv + step_size * geometry.steepest_ascent(gradient, self.norm)
 
     def _keep_worst(self, best, x_adv, model, y, reference):
         """Per example, prefers a successful point, then the higher objective."""

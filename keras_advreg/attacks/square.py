@@ -52,6 +52,21 @@ def _window(corner, side, size):
     return tf.logical_and(positions >= corner[:, None], positions < corner[:, None] + side)
 
 
+def _split(seed, n, step):
+    """`n` stateless seeds for loop iteration `step`, or `n` Nones without a seed."""
+    if seed is None:
+        return [None] * n
+    return tf.unstack(tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, step), n))
+
+
+def _draw(shape, seed, minval, maxval, dtype=tf.float32):
+    """A uniform draw: stateless with a seed, TensorFlow's global generator without."""
+    if seed is None:
+        return tf.random.uniform(shape, minval, maxval, dtype)
+    return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype)
+
+
 @register
 class Square(Attack):
     """Square attack (Andriushchenko et al. 2020, arXiv 1912.00049), linf or l2.
@@ -70,7 +85,8 @@ class Square(Attack):
         epsilon: the radius of the ball (the budget).
         n_queries: the number of model queries per example (5000 in AutoAttack).
         p_init: the initial fraction of pixels in a window.
-        norm: "linf" or "l2".
+        norm: "linf" or "l2" (the paper's threat models). An l1 Square is
+            not implemented: "l1" raises; evaluate l1 with `APGD(norm="l1")`.
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
 
@@ -90,10 +106,16 @@ class Square(Attack):
     def __init__(self, epsilon=8 / 255, n_queries=5000, p_init=0.8, norm="linf",
                  clip_min=0.0, clip_max=1.0):
         super().__init__(epsilon, norm, clip_min, clip_max)
+        if self.norm == "l1":
+            raise ValueError(
+                "Square supports norm 'linf' or 'l2', got 'l1': its published l1 update is "
+                "not implemented. For l1 use APGD(norm='l1') (loss 'cross_entropy' or "
+                "'targeted_dlr'), e.g. suite=[APGD(eps, norm='l1'), APGD(eps, norm='l1', "
+                "loss='targeted_dlr')] in evaluate_robustness (CLI: --suite fast).")
         self.n_queries = checks.integer("n_queries", n_queries, minimum=1)
         self.p_init = checks.number("p_init", p_init, strict=True, maximum=1.0)
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         epsilon = self.epsilon * scale
         image = _as_image(x)
         _, height, width, channels = image.shape
@@ -110,17 +132,20 @@ class Square(Attack):
                               (height * width,))
         sides_w = _side_table(max(n_iter, 1), self.n_queries, self.p_init, width,
                               (height * width,))
-        best = self._init(image, epsilon)
+        init_seed, loop_seed = (None, None) if seed is None else tf.unstack(
+            tf.random.experimental.stateless_split(seed, 2))
+        best = self._init(image, epsilon, init_seed)
         best_margin = margin(best)
         batch = tf.shape(image)[0]
 
         def body(i, best, best_margin):
             side_h, side_w = sides_h[i], sides_w[i]
-            top = tf.random.uniform([batch], 0, height - side_h + 1, tf.int32)
-            left = tf.random.uniform([batch], 0, width - side_w + 1, tf.int32)
+            seeds = _split(loop_seed, 3, i)
+            top = _draw([batch], seeds[0], 0, height - side_h + 1, tf.int32)
+            left = _draw([batch], seeds[1], 0, width - side_w + 1, tf.int32)
             mask = tf.logical_and(_window(top, side_h, height)[:, :, None, None],
                                   _window(left, side_w, width)[:, None, :, None])
-            signs = tf.sign(tf.random.uniform([batch, 1, 1, channels], -1.0, 1.0))
+            signs = tf.sign(_draw([batch, 1, 1, channels], seeds[2], -1.0, 1.0))
             candidate = update(image, best, mask, signs, epsilon)
             candidate_margin = margin(candidate)
             better = tf.logical_and(candidate_margin < best_margin, best_margin > 0)
@@ -131,14 +156,15 @@ class Square(Attack):
                                    (tf.constant(0), best, best_margin))
         return tf.reshape(best, tf.shape(x))
 
-    def _init(self, image, epsilon):
+    def _init(self, image, epsilon, seed=None):
         """Vertical stripes of +-epsilon (linf); a random direction of norm epsilon (l2)."""
         shape = tf.shape(image)
         if self.norm == "linf":
-            stripes = tf.sign(tf.random.uniform([shape[0], 1, shape[2], shape[3]], -1.0, 1.0))
+            stripes = tf.sign(_draw([shape[0], 1, shape[2], shape[3]], seed, -1.0, 1.0))
             return tf.clip_by_value(image + epsilon * stripes, self.clip_min, self.clip_max)
-        return self.project(image + self._to_sphere(tf.random.normal(shape), epsilon),
-                            image, epsilon)
+        normal = (tf.random.normal(shape) if seed is None
+                  else tf.random.stateless_normal(shape, seed))
+        return self.project(image + self._to_sphere(normal, epsilon), image, epsilon)
 
     def _linf_proposal(self, image, best, mask, signs, epsilon):
         candidate = tf.where(mask, image + epsilon * signs, best)

@@ -15,7 +15,8 @@ from keras_advreg.attacks.base import logits_of
 
 # The dual of each threat norm: an l_p ball's first-order loss change is
 # bounded by ||grad||_dual * epsilon.
-_DUAL = {"linf": lambda g: np.sum(np.abs(g), axis=1), "l2": lambda g: np.linalg.norm(g, axis=1)}
+_DUAL = {"linf": lambda g: np.sum(np.abs(g), axis=1), "l2": lambda g: np.linalg.norm(g, axis=1),
+         "l1": lambda g: np.max(np.abs(g), axis=1)}
 _ZERO = tf.UnconnectedGradients.ZERO
 _LOSSES = {"cross_entropy": losses.cross_entropy, "cw_margin": losses.cw_margin}
 
@@ -95,7 +96,7 @@ def gradient_statistics(runner, x, y, norm):
                        "nonfinite_fraction": float(np.mean(~finite))}
         if name == "cw_margin":
             cw = (loss, clean)
-    stats["dual_norm"] = {"linf": "l1", "l2": "l2"}[norm]
+    stats["dual_norm"] = {"linf": "l1", "l2": "l2", "l1": "linf"}[norm]
     return stats, cw[0], cw[1]
 
 
@@ -110,7 +111,7 @@ def lower_bounds(cw_loss, cw_gradient, norm, curvature=None):
 
     L is estimated as the largest dual gradient norm over the images (as the
     paper does); the C-bound is an l2 bound, converted for linf through
-    ||v||_inf >= ||v||_2 / sqrt(d).
+    ||v||_inf >= ||v||_2 / sqrt(d), and valid as it is for l1 (||v||_1 >= ||v||_2).
 
     Args:
         cw_loss: per-image CW margin max_{j != y} z_j - z_y (negative when correct).
@@ -129,7 +130,7 @@ def lower_bounds(cw_loss, cw_gradient, norm, curvature=None):
         c_bound = (-g2 + np.sqrt(g2 ** 2 + 2 * curvature * gap)) / curvature
         dims = cw_gradient.shape[1]
         result.update(C=float(curvature),
-                      c_bound=c_bound / {"linf": math.sqrt(dims), "l2": 1.0}[norm])
+                      c_bound=c_bound / {"linf": math.sqrt(dims), "l2": 1.0, "l1": 1.0}[norm])
     return result
 
 

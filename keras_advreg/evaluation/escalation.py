@@ -22,7 +22,7 @@ def escalated_attacks(attacks, epsilon, norm, clip, attack_name):
 
     PGD, APGD and FAB get `RESTARTS` restarts (or keep more), Square
     `SQUARE_QUERY_FACTOR` times its queries; a suite without Square gains
-    one with `SQUARE_QUERIES`. Other attacks (FGSM, DeepFool) are
+    one with `SQUARE_QUERIES` (except for l1, which Square does not support). Other attacks (FGSM, DeepFool) are
     deterministic, so running them again would break nothing new.
     `attack_name` names an attack, as the suite's report does.
     """
@@ -40,7 +40,7 @@ def escalated_attacks(attacks, epsilon, norm, clip, attack_name):
             f"_x{new.restarts}" if isinstance(new, (APGD, FAB)) else
             f"_{new.n_queries}q" if isinstance(new, Square) else "")
         out[name if name not in out else f"{name}_{len(out)}"] = new
-    if not any(isinstance(a, Square) for a in attacks):
+    if norm != "l1" and not any(isinstance(a, Square) for a in attacks):  # no l1 Square
         out[f"escalation square_{SQUARE_QUERIES}q"] = Square(
             epsilon, n_queries=SQUARE_QUERIES, norm=norm, clip_min=clip[0], clip_max=clip[1])
     return out

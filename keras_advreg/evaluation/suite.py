@@ -200,7 +200,12 @@ def _intervals(n, results):
 
 
 def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm, clip, breaks):
-    """Points Square broke that every white-box attack missed (runs Square if the suite had none)."""
+    """Points Square broke that every white-box attack missed (runs Square if the suite had none).
+
+    Square has no l1 version: for l1 the check finds nothing (0) and changes nothing.
+    """
+    if norm == "l1":
+        return 0, robust
     square_names = [n for n, a in zip(broken_by, attacks) if isinstance(a, Square)]
     if square_names:
         square_broken = np.any([broken_by[n] for n in square_names], axis=0)
@@ -284,7 +289,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         data: a pair of arrays `(x, y)` or a `tf.data.Dataset` of `(x, y)`
             batches; labels sparse or one-hot.
         epsilon: the radius of the threat model.
-        norm: "linf" or "l2".
+        norm: "linf", "l2" or "l1" (l1: give a list of attacks without
+            Square, e.g. `[APGD(eps, norm="l1"), APGD(eps, norm="l1",
+            loss="targeted_dlr")]`; Square's masking check is skipped).
         suite: "standard" (AutoAttack's: APGD-CE, APGD-T, FAB-T, Square-5000;
             `standard_suite`), "plus" (AutoAttack+: also APGD-DLR and FAB, with
             5 restarts of the untargeted APGDs and FAB; `plus_suite`), "fast"
@@ -332,7 +339,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     """
     start = time.time()
     epsilon = checks.number("epsilon", epsilon, strict=True)
-    norm = checks.norm(norm)
+    norm = checks.norm(norm, checks.ATTACK_NORMS)
     clip = checks.box(clip_min, clip_max)
     attacks = resolve_suite(suite, epsilon, norm, clip)
     grid = curves.check_grid(epsilons) if epsilons is not None else curves.default_grid(epsilon)
@@ -360,7 +367,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
 
     n_stages = (len(attacks) * (1 + bool(individual)) + len(grid) + (epsilon not in grid)
                 + 1 + 3 + 2 + hessian
-                + (not any(isinstance(a, Square) for a in attacks)))
+                + (norm != "l1" and not any(isinstance(a, Square) for a in attacks)))
     runner.progress = StageProgress(n_stages, batch_size) if progress else None
 
     breaks = per_example.Breaks(x, norm, keep_adversarial=save_adversarial)
