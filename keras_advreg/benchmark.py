@@ -173,7 +173,7 @@ def markdown(rows, settings, wall_seconds):
         f"(epsilon warm-up over {settings['epsilon_warmup']}), Adam "
         f"{settings['lr']}, batch {settings['batch_size']}, the training pipeline of "
         f"`keras-advreg train`; each model attacked with the standard suite "
-        f"(APGD-CE, APGD-T, Square) on {settings['n_examples'] or 'all'} test examples. "
+        f"(APGD-CE, APGD-T, FAB-T, Square) on {settings['n_examples'] or 'all'} test examples. "
         f"Wall time {wall_seconds / 60:.1f} min on this machine. Brackets: Wilson 95% "
         f"intervals.", "",
         "| method | clean | PGD-20 | suite | robust (worst case) [95% CI] | mean min. distance | "

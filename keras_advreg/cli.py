@@ -153,9 +153,13 @@ def _build_parser():
                                "without its config.json)")
     evaluate.add_argument("--norm", default=None, choices=(*catalog.CHOICES["norm"], "l1"),
                           help="threat model norm (default: the train run's, else linf)")
-    evaluate.add_argument("--suite", default="standard", choices=["standard", "fast", "rand"],
-                          help="standard: APGD-CE, APGD-T, Square; fast: PGD-20, APGD-CE; rand: "
-                               "APGD-CE, APGD-DLR with EOT-20 (chosen for a randomized model)")
+    evaluate.add_argument("--suite", default="standard",
+                          choices=["standard", "plus", "fast", "rand"],
+                          help="standard: AutoAttack's (APGD-CE, APGD-T, FAB-T, Square-5000); "
+                               "plus: AutoAttack+ (APGD-CE, APGD-DLR, FAB with 5 restarts, "
+                               "Square, APGD-T, FAB-T); fast: PGD-20, APGD-CE (also for l1); "
+                               "rand: APGD-CE, APGD-DLR with EOT-20 (chosen for a randomized "
+                               "model)")
     evaluate.add_argument("--epsilons", type=float, nargs="+", default=None,
                           help="increasing epsilon grid of the robustness curve")
     evaluate.add_argument("--n-examples", type=int, default=None,
