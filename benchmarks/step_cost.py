@@ -39,13 +39,16 @@ THEORETICAL_PASSES = {
     "madry": 14 + 2 + 1,
     "arr": 2 + 4,
     "trades:steps=7": 1 + 14 + 4,
+    # AWP: one more forward and backward through the same terms, at w.
+    "madry_awp": 14 + 2 + 2 + 1,
+    "trades_awp:steps=7": 1 + 14 + 4 + 4,
     "gradient_regularization:penalty=double_backprop": 4,
     "gradient_regularization:penalty=finite_difference": 2 + 3,
     "hybrid:penalty=double_backprop": 14 + 4 + 1,
     "hybrid:penalty=finite_difference": 14 + 5 + 1,
 }
 NAMES = {  # the JSON keys of issue 5
-    "standard": "plain", "trades:steps=7": "trades",
+    "standard": "plain", "trades:steps=7": "trades", "trades_awp:steps=7": "trades_awp",
     "gradient_regularization:penalty=double_backprop": "gradient_regularization_double_backprop",
     "gradient_regularization:penalty=finite_difference":
         "gradient_regularization_finite_difference",

@@ -17,6 +17,10 @@ METHOD_DEFAULTS = {
                "clip_min": 0.0, "clip_max": 1.0},
     "mart": {"beta": 6.0, "epsilon": 8 / 255, "step_size": None, "steps": 10, "norm": "linf",
              "clip_min": 0.0, "clip_max": 1.0},
+    "madry_awp": {"gamma": 5e-3, "epsilon": 8 / 255, "step_size": None, "steps": 7,
+                  "norm": "linf", "clip_min": 0.0, "clip_max": 1.0},
+    "trades_awp": {"gamma": 5e-3, "beta": 6.0, "epsilon": 0.031, "step_size": None, "steps": 10,
+                   "norm": "linf", "clip_min": 0.0, "clip_max": 1.0},
     "arr": {"lam": 1.0, "epsilon": 8 / 255, "distance": "kl", "steps": 1, "step_size": None,
             "norm": "linf", "clip_min": 0.0, "clip_max": 1.0},
     "gradient_regularization": {"lam": 0.1, "norm": "l2", "penalty": "double_backprop",
@@ -34,7 +38,8 @@ METHOD_DEFAULTS = {
 """Method name (`methods.METHODS`) -> its keyword arguments and their defaults."""
 
 STEP_SIZES = {"madry": 0.25, "fast_at": 1.25, "mixed": 1.0, "trades": 0.25, "mart": 0.25, "arr": 1.0,
-              "hybrid": 0.25, "gfa": 0.25, "grad_align": 1.25}
+              "hybrid": 0.25, "gfa": 0.25, "grad_align": 1.25, "madry_awp": 0.25,
+              "trades_awp": 0.25}
 """Method name -> its default attack step as a multiple of epsilon (at its default steps)."""
 
 ARCHITECTURES = ("mlp", "small_cnn", "resnet18", "preact_resnet18", "wide_resnet")

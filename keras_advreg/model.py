@@ -44,6 +44,10 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         seed: the seed of the attacks' random starts (drawn from NumPy's
             global generator when None); with the optimizer's iteration count
             it fixes every step's randomness, so resumed runs are reproducible.
+        weight_perturbation: moves the weights before each training step's
+            loss and restores them before the update, e.g.
+            `weight_perturbation.AdversarialWeightPerturbation` (AWP); when
+            None, the one `objective` names (`methods.madry_awp`, ...), if any.
         stop_on_nonfinite: when True (the default), a training step whose
             terms or gradients are NaN or infinite raises `NonFiniteLossError`
             naming the terms, before the optimizer updates the weights (a
@@ -64,7 +68,8 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
     ['adv_accuracy', 'adversarial_loss', 'loss']
     """
 
-    def __init__(self, base_model, objective=None, seed=None, stop_on_nonfinite=True, **kwargs):
+    def __init__(self, base_model, objective=None, seed=None, stop_on_nonfinite=True,
+                 weight_perturbation=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(base_model, keras.Model):
             raise ValueError(f"`base_model` must be a keras.Model, got {type(base_model).__name__}.")
@@ -75,6 +80,12 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         self.seed = (int(np.random.randint(0, 2**31 - 1)) if seed is None
                      else checks.integer("seed", seed, minimum=0))
         self.stop_on_nonfinite = bool(stop_on_nonfinite)
+        self.weight_perturbation = (weight_perturbation if weight_perturbation is not None
+                                    else getattr(objective, "weight_perturbation", None))
+        if self.weight_perturbation is not None and not all(
+                callable(getattr(self.weight_perturbation, m, None)) for m in ("perturb", "restore")):
+            raise ValueError(f"`weight_perturbation` must have `perturb` and `restore` methods, "
+                             f"got {self.weight_perturbation!r}.")
         self.objectives = tuple(objective if isinstance(objective, (list, tuple)) else [objective])
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
@@ -131,15 +142,37 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         context = StepContext(self, x, y, sample_weight, training=True)
+        perturbed = self._perturb_weights(context)
         with tf.GradientTape() as tape:
             weighted, total = self._weighted_terms(context)
             loss = self.optimizer.scale_loss(total / distribute.replica_count())
-        gradients = tape.gradient(loss, self.trainable_variables)
+        gradients = self._restore_weights(perturbed, tape.gradient(loss, self.trainable_variables))
         if self.stop_on_nonfinite and not self.jit_compile:  # XLA has no string ops
             gradients = self._checked_finite(weighted, total, gradients)
         metrics = self._update_metrics(context, weighted, total)
         self.optimizer.apply(gradients, self.trainable_variables)
         return metrics
+
+    def _perturb_weights(self, context):
+        """Weight-perturbation hook (AWP): moves the weights before the step's loss.
+
+        The ascent loss is the sum of the weighted terms at the step's
+        adversarial points; returns what `_restore_weights` needs, or None.
+        """
+        if self.weight_perturbation is None:
+            return None
+        saved = self.weight_perturbation.perturb(
+            self, lambda: tf.add_n(list(self._weighted_terms(context)[0].values())))
+        context.forget_forward_passes()  # they ran at the unperturbed weights
+        return saved
+
+    def _restore_weights(self, saved, gradients):
+        """`gradients` (taken at the perturbed weights), once the weights are restored."""
+        if saved is None:
+            return gradients
+        # The non-finite check below must find the weights restored, even when it fails.
+        with tf.control_dependencies(self.weight_perturbation.restore(self, saved)):
+            return [None if g is None else tf.identity(g) for g in gradients]
 
     def _checked_finite(self, weighted, total, gradients):
         """`gradients`, after an assertion that the terms and gradients are finite."""
@@ -258,14 +291,21 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
                                    argument="validation_data", all_classes=False, **common)
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "seed": self.seed,
-                "stop_on_nonfinite": self.stop_on_nonfinite,
-                "base_model": keras.saving.serialize_keras_object(self.base_model),
-                "objective": [keras.saving.serialize_keras_object(o) for o in self.objectives]}
+        config = {"name": self.name, "trainable": self.trainable, "seed": self.seed,
+                  "stop_on_nonfinite": self.stop_on_nonfinite,
+                  "base_model": keras.saving.serialize_keras_object(self.base_model),
+                  "objective": [keras.saving.serialize_keras_object(o) for o in self.objectives]}
+        if self.weight_perturbation is not None:
+            config["weight_perturbation"] = keras.saving.serialize_keras_object(
+                self.weight_perturbation)
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         base_model = keras.saving.deserialize_keras_object(config.pop("base_model"))
         objective = [keras.saving.deserialize_keras_object(o) for o in config.pop("objective")]
+        if config.get("weight_perturbation") is not None:
+            config["weight_perturbation"] = keras.saving.deserialize_keras_object(
+                config["weight_perturbation"])
         return cls(base_model, objective, **config)

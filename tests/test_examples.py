@@ -29,10 +29,14 @@ WITHOUT_EXAMPLE = {
 }
 
 
-def _recipe(name):
+# Examples whose flags select another method than their default one.
+VARIANTS = {"awp_cifar10": [["--variant", "trades"]]}
+
+
+def _recipe(name, flags=()):
     module = _load(name)
     import common
-    args = common.parse_args(["--out", "unused"], module.__doc__,
+    args = common.parse_args(["--out", "unused", *flags], module.__doc__,
                              ("cifar10", "cifar100", "mnist", "svhn_cropped"),
                              getattr(module, "add_arguments", None))
     return module.build(args)
@@ -41,7 +45,8 @@ def _recipe(name):
 def test_every_method_has_an_example():
     import keras_advreg as kar
 
-    covered = {_recipe(name).method for name in EXAMPLES}
+    covered = {_recipe(name, flags).method for name in EXAMPLES
+               for flags in [(), *VARIANTS.get(name, [])]}
     assert covered <= set(kar.methods.METHODS)
     assert set(kar.methods.METHODS) - covered == set(WITHOUT_EXAMPLE)
 

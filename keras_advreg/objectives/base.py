@@ -129,6 +129,15 @@ class StepContext:
             self._forward[key] = _Forward(inputs, logits, cross_entropy, tape, scaled_loss)
         return self._forward[key]
 
+    def forget_forward_passes(self):
+        """Drops the cached forward passes, keeping the adversarial points.
+
+        For a step that moves the weights after a first pass (adversarial
+        weight perturbation): the terms then run at the new weights.
+        """
+        self._forward = {}
+        self._input_gradient = {}
+
     def logits(self, point="clean"):
         """The model's logits at `point`."""
         return self.forward(point).logits
