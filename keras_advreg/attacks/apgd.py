@@ -118,7 +118,7 @@ class APGD(Attack):
         return ({"cross_entropy": "apgd_ce", "dlr": "apgd_dlr", "targeted_dlr": "apgd_t"}[self.loss]
                 + (f"_eot{self.eot_samples}" if self.eot_samples > 1 else ""))
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         epsilon = self.epsilon * scale
         clean_logits = logits_of(model, x)
         num_classes = clean_logits.shape[-1]
@@ -129,9 +129,11 @@ class APGD(Attack):
         else:
             targets = [None]
         best, found = x, tf.zeros(tf.shape(x)[:1], tf.bool)
-        for target in targets:
-            for _ in range(self.restarts):
-                x_adv, success = self._run(model, x, labels, target, epsilon)
+        for k, target in enumerate(targets):
+            for restart in range(self.restarts):
+                run_seed = (None if seed is None
+                            else geometry.fold_in(seed, k * self.restarts + restart))
+                x_adv, success = self._run(model, x, labels, target, epsilon, run_seed)
                 new = tf.logical_and(success, tf.logical_not(found))
                 # Unsuccessful examples keep the latest run's highest-loss point.
                 keep = tf.logical_or(new, tf.logical_not(found))
@@ -139,7 +141,7 @@ class APGD(Attack):
                 found = tf.logical_or(found, success)
         return best
 
-    def _run(self, model, x, labels, target, epsilon):
+    def _run(self, model, x, labels, target, epsilon, seed=None):
         """One APGD run; returns `(x_adv, misclassified)`."""
         loss_fn = APGD_LOSSES[self.loss]
         is_check, length = _schedule(self.steps)
@@ -154,7 +156,7 @@ class APGD(Attack):
             return self.project(point + _per_example(step, point)
                                 * geometry.steepest_ascent(grad, self.norm), x, epsilon)
 
-        start = self.project(self._random_start(x, epsilon), x, epsilon)
+        start = self.project(self._random_start(x, epsilon, seed), x, epsilon)
         loss, grad, mis = evaluate(start)
         batch = tf.shape(x)[:1]
         state = dict(
@@ -202,13 +204,13 @@ class APGD(Attack):
             loss_best_last=tf.where(at_check, s["loss_best"], s["loss_best_last"]),
             increases=tf.where(at_check, tf.zeros_like(s["increases"]), s["increases"]))
 
-    def _random_start(self, x, epsilon):
+    def _random_start(self, x, epsilon, seed=None):
         """AutoAttack's start: a random point on the boundary of the ball (scaled noise)."""
         if self.norm == "linf":
-            t = tf.random.uniform(tf.shape(x), -1.0, 1.0)
+            t = geometry.uniform(tf.shape(x), seed, minval=-1.0)
             peak = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
             return x + epsilon * t / _per_example(tf.maximum(peak, 1e-12), x)
-        t = tf.random.normal(tf.shape(x))
+        t = geometry.normal(tf.shape(x), seed)
         size = tf.norm(tf.reshape(t, [tf.shape(x)[0], -1]), axis=1)
         return x + epsilon * t / _per_example(tf.maximum(size, 1e-12), x)
 

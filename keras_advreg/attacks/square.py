@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_advreg import checks
-from keras_advreg.attacks import losses
+from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import Attack, logits_of, register
 
 # (last rescaled iteration, divisor of p_init) of the published schedule, for a
@@ -93,7 +93,7 @@ class Square(Attack):
         self.n_queries = checks.integer("n_queries", n_queries, minimum=1)
         self.p_init = checks.number("p_init", p_init, strict=True, maximum=1.0)
 
-    def perturb(self, model, x, y, scale):
+    def perturb(self, model, x, y, scale, seed=None):
         epsilon = self.epsilon * scale
         image = _as_image(x)
         _, height, width, channels = image.shape
@@ -110,17 +110,21 @@ class Square(Attack):
                               (height * width,))
         sides_w = _side_table(max(n_iter, 1), self.n_queries, self.p_init, width,
                               (height * width,))
-        best = self._init(image, epsilon)
+        init_seed, draws = self._draws(tf.shape(image)[0], n_iter, channels, seed)
+        best = self._init(image, epsilon, init_seed)
         best_margin = margin(best)
-        batch = tf.shape(image)[0]
+
+        def corner(u, side, size):  # uniform in [0, size - side]
+            return tf.minimum(tf.cast(u * tf.cast(size - side + 1, tf.float32), tf.int32),
+                              size - side)
 
         def body(i, best, best_margin):
             side_h, side_w = sides_h[i], sides_w[i]
-            top = tf.random.uniform([batch], 0, height - side_h + 1, tf.int32)
-            left = tf.random.uniform([batch], 0, width - side_w + 1, tf.int32)
+            position, sign = draws(i)
+            top, left = corner(position[:, 0], side_h, height), corner(position[:, 1], side_w, width)
             mask = tf.logical_and(_window(top, side_h, height)[:, :, None, None],
                                   _window(left, side_w, width)[:, None, :, None])
-            signs = tf.sign(tf.random.uniform([batch, 1, 1, channels], -1.0, 1.0))
+            signs = tf.sign(sign)[:, None, None, :]
             candidate = update(image, best, mask, signs, epsilon)
             candidate_margin = margin(candidate)
             better = tf.logical_and(candidate_margin < best_margin, best_margin > 0)
@@ -131,13 +135,31 @@ class Square(Attack):
                                    (tf.constant(0), best, best_margin))
         return tf.reshape(best, tf.shape(x))
 
-    def _init(self, image, epsilon):
+    @staticmethod
+    def _draws(batch, n_iter, channels, seed):
+        """The init's seed and `draws(i)`: iteration i's window position and signs, uniform
+        in [0, 1)^2 and [-1, 1)^channels per example.
+
+        Stateful draws per iteration without a seed; with one, every iteration's
+        draws are made up front from it, so that per-example seeds need no loop
+        over the batch at each query.
+        """
+        if seed is None:
+            return None, lambda i: (geometry.uniform([batch, 2], None),
+                                    geometry.uniform([batch, channels], None, minval=-1.0))
+        init_seed, position_seed, sign_seed = geometry.split_seed(seed, 3)
+        positions = geometry.uniform([batch, n_iter, 2], position_seed)
+        signs = geometry.uniform([batch, n_iter, channels], sign_seed, minval=-1.0)
+        return init_seed, lambda i: (positions[:, i], signs[:, i])
+
+    def _init(self, image, epsilon, seed=None):
         """Vertical stripes of +-epsilon (linf); a random direction of norm epsilon (l2)."""
         shape = tf.shape(image)
         if self.norm == "linf":
-            stripes = tf.sign(tf.random.uniform([shape[0], 1, shape[2], shape[3]], -1.0, 1.0))
+            stripes = tf.sign(geometry.uniform([shape[0], 1, shape[2], shape[3]], seed,
+                                               minval=-1.0))
             return tf.clip_by_value(image + epsilon * stripes, self.clip_min, self.clip_max)
-        return self.project(image + self._to_sphere(tf.random.normal(shape), epsilon),
+        return self.project(image + self._to_sphere(geometry.normal(shape, seed), epsilon),
                             image, epsilon)
 
     def _linf_proposal(self, image, best, mask, signs, epsilon):
