@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from keras_advreg import cli, evaluation
+from keras_advreg.attacks import APGD, PGD, Square
 from keras_advreg.evaluation.runner import Runner
 
 
@@ -44,7 +45,9 @@ def test_mirrored_evaluation_matches_one_device(strategy):
     rng = np.random.default_rng(2)
     x = rng.random((30, 16)).astype("float32")
     y = (x[:, :8].sum(1) > x[:, 8:].sum(1)).astype("int32")
-    args = dict(epsilon=0.05, suite="fast", epsilons=[0.0, 0.05], batch_size=8,
+    suite = [PGD(0.05, step_size=0.02, steps=5), APGD(0.05, steps=10),
+             Square(0.05, n_queries=100)]
+    args = dict(epsilon=0.05, suite=suite, epsilons=[0.0, 0.05], batch_size=8,
                 progress=False)
     one = evaluation.evaluate_robustness(_linear_model(), (x, y), **args)
     with strategy.scope():

@@ -18,7 +18,9 @@ from keras_advreg.evaluation import resumable
 from keras_advreg.evaluation.runner import Runner
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = dict(epsilon=0.03, suite="fast", epsilons=[0.0, 0.03], batch_size=8, progress=False)
+# A short suite with Square, so no 1000-query Square masking check runs.
+SUITE = [PGD(0.03, step_size=0.01, steps=5), APGD(0.03, steps=5), Square(0.03, n_queries=50)]
+ARGS = dict(epsilon=0.03, suite=SUITE, epsilons=[0.0, 0.03], batch_size=8, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +81,9 @@ def test_keyboard_interrupt_mid_stage_then_resume_equals_uninterrupted(model_and
         return attack(self, *args, **kwargs)
 
     monkeypatch.setattr(Runner, "attack", counted)
-    plain = evaluation.evaluate_robustness(model, (x, y), **ARGS)
-    calls["n"] = 0
     uninterrupted = evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path / "a"),
                                                    **ARGS)
     total = calls["n"]  # one attack call per chunk
-    assert _comparable(uninterrupted) == _comparable(plain)  # storing changes nothing
 
     def interrupted(self, *args, **kwargs):  # as the second stage's second chunk begins
         calls["n"] += 1
@@ -98,8 +97,8 @@ def test_keyboard_interrupt_mid_stage_then_resume_equals_uninterrupted(model_and
     with pytest.raises(KeyboardInterrupt):
         evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path / "b"), **ARGS)
     stored = sorted(p for p in os.listdir(tmp_path / "b") if p[0].isdigit())
-    assert stored == ["001_pgd20", "002_apgd_ce"]
-    first_stage = len(os.listdir(tmp_path / "b" / "001_pgd20"))
+    assert stored == ["001_pgd5", "002_apgd_ce"]
+    first_stage = len(os.listdir(tmp_path / "b" / "001_pgd5"))
     assert sorted(os.listdir(tmp_path / "b" / "002_apgd_ce")) == ["chunk-00000.npz"]
 
     calls["n"] = 0
@@ -118,23 +117,31 @@ def test_keyboard_interrupt_mid_stage_then_resume_equals_uninterrupted(model_and
 
 
 def test_other_arguments_model_or_data_are_refused_and_restart_discards(model_and_data,
-                                                                        tmp_path):
+                                                                        tmp_path, monkeypatch):
     model, x, y = model_and_data
-    small = {**ARGS, "n_examples": 8}
-    first = evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path), **small)
+
+    def interrupted(self, *args, **kwargs):  # the fingerprint is written before any attack
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "attack", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path), **ARGS)
     with pytest.raises(resumable.ResumeError, match=r"arguments\.seed \(0 stored, 1 now\)"):
-        evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path), seed=1, **small)
+        evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path), seed=1, **ARGS)
+    with pytest.raises(resumable.ResumeError, match=r"arguments\.attacks"):
+        evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path),
+                                       **{**ARGS, "suite": SUITE[:2]})
     with pytest.raises(resumable.ResumeError, match=r"data\.sha256"):
         evaluation.evaluate_robustness(model, (x[::-1].copy(), y[::-1].copy()),
-                                       resume_dir=str(tmp_path), **small)
+                                       resume_dir=str(tmp_path), **ARGS)
     other = keras.models.clone_model(model)  # same architecture, other weights
     with pytest.raises(resumable.ResumeError, match=r"model\.weights_sha256.*restart=True"):
-        evaluation.evaluate_robustness(other, (x, y), resume_dir=str(tmp_path), **small)
-    restarted = evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path), seed=1,
-                                               restart=True, **small)
+        evaluation.evaluate_robustness(other, (x, y), resume_dir=str(tmp_path), **ARGS)
+    with pytest.raises(KeyboardInterrupt):  # accepted: it reached the first attack
+        evaluation.evaluate_robustness(model, (x, y), resume_dir=str(tmp_path), seed=1,
+                                       restart=True, **ARGS)
     with open(tmp_path / resumable.FINGERPRINT_NAME) as f:
         assert json.load(f)["arguments"]["seed"] == 1
-    assert restarted.seed == 1 and first.seed == 0
 
 
 def _digits_model(path):
@@ -161,7 +168,7 @@ def test_sigkilled_cli_evaluation_resumes_to_the_uninterrupted_report(tmp_path):
     model = str(tmp_path / "model.keras")
     _digits_model(model)
     flags = [model, "--dataset", "digits", "--epsilon", "0.1", "--suite", "fast",
-             "--epsilons", "0", "0.1", "--n-examples", "96", "--batch-size", "8"]
+             "--epsilons", "0.1", "--n-examples", "32", "--batch-size", "8", "--no-escalate"]
     killed = str(tmp_path / "killed")
     chunks = os.path.join(killed, ".evaluation-chunks")
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -170,10 +177,10 @@ def test_sigkilled_cli_evaluation_resumes_to_the_uninterrupted_report(tmp_path):
                                stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
-        # Killed once the second stage has written a few of its 12 chunks.
+        # Killed once the first stage has written 2 of its (at most) 4 chunks.
         while time.time() < deadline and process.poll() is None:
-            second = os.path.join(chunks, "002_apgd_ce")
-            if os.path.isdir(second) and len(os.listdir(second)) >= 3:
+            first = os.path.join(chunks, "001_pgd20")
+            if os.path.isdir(first) and len(os.listdir(first)) >= 2:
                 process.send_signal(signal.SIGKILL)
                 break
             time.sleep(0.02)
@@ -183,7 +190,7 @@ def test_sigkilled_cli_evaluation_resumes_to_the_uninterrupted_report(tmp_path):
         process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(killed, "report.json"))
-    assert len(os.listdir(os.path.join(chunks, "001_pgd20"))) >= 1  # on the correct points
+    assert not os.path.isdir(os.path.join(chunks, "003_curve_pgd20_eps=0.1"))  # mid-run
     assert os.path.isfile(os.path.join(chunks, resumable.FINGERPRINT_NAME))
     assert cli.main(["evaluate", *flags, "--out", killed]) == 0
     assert not os.path.exists(chunks)  # removed once the report is written
