@@ -30,7 +30,7 @@ keras_advreg needs)::
 
 (or `pip install -e .` in the venv instead of PYTHONPATH). The models are
 `keras-advreg train --dataset digits --method standard|madry ... --out DIR`.
-Writes `OUT/art_comparison_<suite>_<budget>_<n>.json` and `.md`.
+Writes `OUT/art_comparison_<suite>_<budget>_<n>_eps<epsilons>.json` and `.md`.
 """
 
 import argparse
@@ -165,7 +165,8 @@ def main(argv=None):
             rows.append(compare(name, model, x, y, epsilon, args, dataset.num_classes))
             print(json.dumps(rows[-1]), flush=True)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"art_comparison_{args.suite}_{args.art_budget}_{n}")
+    epsilons = "-".join(f"{e:g}" for e in args.epsilon)
+    stem = os.path.join(args.out, f"art_comparison_{args.suite}_{args.art_budget}_{n}_eps{epsilons}")
     with open(stem + ".json", "w") as f:
         json.dump({"arguments": vars(args), "rows": rows}, f, indent=2)
     with open(stem + ".md", "w") as f:
