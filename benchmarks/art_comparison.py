@@ -166,7 +166,8 @@ def main(argv=None):
             print(json.dumps(rows[-1]), flush=True)
     os.makedirs(args.out, exist_ok=True)
     epsilons = "-".join(f"{e:g}" for e in args.epsilon)
-    stem = os.path.join(args.out, f"art_comparison_{args.suite}_{args.art_budget}_{n}_eps{epsilons}")
+    stem = os.path.join(args.out,
+                        f"art_comparison_{args.suite}_{args.art_budget}_{n}_eps{epsilons}")
     with open(stem + ".json", "w") as f:
         json.dump({"arguments": vars(args), "rows": rows}, f, indent=2)
     with open(stem + ".md", "w") as f:

@@ -121,7 +121,8 @@ class Square(Attack):
         def body(i, best, best_margin):
             side_h, side_w = sides_h[i], sides_w[i]
             position, sign = draws(i)
-            top, left = corner(position[:, 0], side_h, height), corner(position[:, 1], side_w, width)
+            top = corner(position[:, 0], side_h, height)
+            left = corner(position[:, 1], side_w, width)
             mask = tf.logical_and(_window(top, side_h, height)[:, :, None, None],
                                   _window(left, side_w, width)[:, None, :, None])
             signs = tf.sign(sign)[:, None, None, :]
