@@ -122,9 +122,7 @@ class Runner:
         values = self.strategy.experimental_distribute_values_from_function(
             lambda context: tuple(tf.constant(p[context.replica_id_in_sync_group])
                                   for p in parts))
-        # A tf.function given to `run` eagerly would be called once, on the
-        # distributed values; a Python function runs once per replica.
-        output = self.strategy.run(lambda *args: fn(*args), args=tuple(values))
+        output = self._distributed(fn)(*values)
 
         def gather(value):
             return np.concatenate([np.asarray(v) for v in
@@ -132,6 +130,20 @@ class Runner:
         if isinstance(output, (tuple, list)):
             return tuple(gather(o) for o in output)
         return gather(output)
+
+    def _distributed(self, fn):
+        """`strategy.run(fn)` traced (eagerly, MirroredStrategy runs a thread per replica
+        and call), once per `fn`; shapes relaxed, for the last, smaller batch.
+
+        `fn` is wrapped: `run` would call a tf.function once, on the distributed
+        values, rather than once per replica.
+        """
+        key = ("distributed", fn)
+        if key not in self._functions:
+            self._functions[key] = tf.function(
+                lambda *args: self.strategy.run(lambda *part: fn(*part), args=args),
+                reduce_retracing=True)
+        return self._functions[key]
 
     def _call_key(self):
         """A name for the next stored call: its number in the evaluation and its stage."""
