@@ -181,7 +181,17 @@ def _build_parser():
     evaluate.add_argument("--unsafe", action="store_true",
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")
-    evaluate.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--strategy", default="default", choices=["default", "mirrored"],
+                          help="tf.distribute strategy: default (one device), mirrored (all "
+                               "local GPUs share each batch; the per-example results of one "
+                               "device)")
+    evaluate.add_argument("--restart", action="store_true",
+                          help="discard the per-example results an interrupted evaluation left "
+                               "in OUT/.evaluation-chunks and start over (results of other "
+                               "arguments, model or data are refused otherwise)")
+    evaluate.add_argument("--out", required=True,
+                          help="output folder; a killed evaluation run again with the same "
+                               "arguments resumes from OUT/.evaluation-chunks")
 
     certify = commands.add_parser(
         "certify", help="certify a model's l2 robustness by randomized smoothing",

@@ -7,6 +7,7 @@ argument is checked before the model or the data is loaded.
 import json
 import math
 import os
+import shutil
 
 from keras_advreg import catalog
 from keras_advreg.run_folder import StagedOutput
@@ -73,7 +74,7 @@ def evaluate(args):
     """Evaluates a saved model under attack; writes report.json, report.md, robustness_curve.png."""
     import keras
 
-    from keras_advreg import checks, data, evaluation
+    from keras_advreg import checks, data, distribute, evaluation
 
     _evaluation_defaults(args)
     checks.number("epsilon", args.epsilon, strict=True)
@@ -87,18 +88,27 @@ def evaluate(args):
         dataset = data.load_dataset(args.dataset, data_dir=args.data_dir)
         checks.radius(args.epsilon, args.norm, 0.0, 1.0,
                       input_size=math.prod(dataset.input_shape))
-        model = load_model(args.model, unsafe=args.unsafe)
+        strategy = None if args.strategy == "default" else distribute.make_strategy(args.strategy)
+        if strategy is None:
+            model = load_model(args.model, unsafe=args.unsafe)
+        else:  # the weights on every replica's device
+            with strategy.scope():
+                model = load_model(args.model, unsafe=args.unsafe)
         _check_model_fits(model, args.model, dataset)
         baseline = evaluation.RobustnessReport.load(args.baseline) if args.baseline else None
         keras.utils.set_random_seed(args.seed)
+        # Per-example results as they are computed: a killed run resumes from them.
+        chunks = os.path.join(args.out, ".evaluation-chunks")
         report = evaluation.evaluate_robustness(
             model, (dataset.x_test, dataset.y_test), epsilon=args.epsilon, norm=args.norm,
             suite=args.suite, n_examples=args.n_examples, epsilons=args.epsilons,
             batch_size=args.batch_size, seed=args.seed, baseline=baseline, progress=True,
             individual=args.individual, save_adversarial=args.save_adversarial,
             escalate=args.escalate, model_path=args.model, dataset=args.dataset, split="test",
-            command_line=getattr(args, "command_line", None))
+            command_line=getattr(args, "command_line", None), resume_dir=chunks,
+            restart=args.restart, strategy=strategy)
         report.save(staging)
+    shutil.rmtree(chunks)  # only now: a crash before it resumes with nothing lost
     low, high = report.intervals["robust_accuracy"]
     print(f"clean accuracy {report.clean_accuracy:.4f}, robust accuracy "
           f"{report.robust_accuracy:.4f} [{low:.4f}, {high:.4f}] at epsilon {args.epsilon} "

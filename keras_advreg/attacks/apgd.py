@@ -72,26 +72,6 @@ def _l1_schedule(n_iter):
     return tf.constant(is_check), tf.constant(np.full(n_iter, interval, np.float32))
 
 
-def _run_seeds(seed, n):
-    """`n` stateless seeds, one per run (target and restart), or `n` Nones."""
-    if seed is None:
-        return [None] * n
-    return list(tf.unstack(tf.random.experimental.stateless_split(seed, n)))
-
-
-def _uniform(shape, seed):
-    """U(-1, 1): stateless with a seed, TensorFlow's global generator without."""
-    if seed is None:
-        return tf.random.uniform(shape, -1.0, 1.0)
-    return tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
-
-
-def _normal(shape, seed):
-    if seed is None:
-        return tf.random.normal(shape)
-    return tf.random.stateless_normal(shape, seed)
-
-
 def _per_example(mask_or_value, like):
     """Reshapes a (batch,) tensor to broadcast against `like`."""
     return tf.reshape(mask_or_value, [-1] + [1] * (like.shape.rank - 1))
@@ -179,10 +159,11 @@ class APGD(Attack):
         else:
             targets = [None]
         best, found = x, tf.zeros(tf.shape(x)[:1], tf.bool)
-        run_seeds = iter(_run_seeds(seed, len(targets) * self.restarts))
-        for target in targets:
-            for _ in range(self.restarts):
-                x_adv, success = self._run(model, x, labels, target, epsilon, next(run_seeds))
+        for k, target in enumerate(targets):
+            for restart in range(self.restarts):
+                run_seed = (None if seed is None
+                            else geometry.fold_in(seed, k * self.restarts + restart))
+                x_adv, success = self._run(model, x, labels, target, epsilon, run_seed)
                 new = tf.logical_and(success, tf.logical_not(found))
                 # Unsuccessful examples keep the latest run's highest-loss point.
                 keep = tf.logical_or(new, tf.logical_not(found))
@@ -285,12 +266,12 @@ class APGD(Attack):
         """AutoAttack's start: a random point on the boundary of the ball (scaled
         noise); for l1, x + N(0, I), which the projection then brings into the ball."""
         if self.norm == "l1":
-            return x + _normal(tf.shape(x), seed)
+            return x + geometry.normal(tf.shape(x), seed)
         if self.norm == "linf":
-            t = _uniform(tf.shape(x), seed)
+            t = geometry.uniform(tf.shape(x), seed, minval=-1.0)
             peak = tf.reduce_max(tf.abs(tf.reshape(t, [tf.shape(x)[0], -1])), axis=1)
             return x + epsilon * t / _per_example(tf.maximum(peak, 1e-12), x)
-        t = _normal(tf.shape(x), seed)
+        t = geometry.normal(tf.shape(x), seed)
         size = tf.norm(tf.reshape(t, [tf.shape(x)[0], -1]), axis=1)
         return x + epsilon * t / _per_example(tf.maximum(size, 1e-12), x)
 

@@ -131,7 +131,7 @@ class FAB(Attack):
         for target in targets:
             for restart in range(self.restarts):
                 run_seed = (None if seed is None
-                            else tf.random.experimental.stateless_fold_in(seed, run))
+                            else geometry.fold_in(seed, run))
                 run += 1
                 start = x0 if restart == 0 else self._random_start(x, x0, best, epsilon,
                                                                    run_seed)

@@ -2,6 +2,12 @@
 
 All functions act per example on batches of any rank (batch first). `norm` is a
 canonical name from `keras_advreg.checks.norm`: "linf", "l2" or "l1".
+
+A stateless `seed` is either one int tensor of shape (2,) for the whole batch
+(training: one seed per step) or one per example, shape (batch, 2)
+(evaluation: an example's draws then do not depend on which other examples
+share its batch, chunk or device). `fold_in`, `split_seed` and the draws
+accept both.
 """
 
 import tensorflow as tf
@@ -174,37 +180,69 @@ def random_start(x, epsilon, norm, kind="uniform", seed=None, normal_std=0.001):
     Returns:
         `x + delta`.
     """
-    uniform_seed, normal_seed = (None, None) if seed is None else tf.unstack(
-        tf.random.experimental.stateless_split(seed, 2))
+    uniform_seed, normal_seed = (None, None) if seed is None else split_seed(seed, 2)
     if kind == "normal":
-        return x + normal_std * _normal(tf.shape(x), normal_seed, x.dtype)
+        return x + normal_std * normal(tf.shape(x), normal_seed, x.dtype)
     if norm == "linf":
-        return x + _uniform(tf.shape(x), uniform_seed, x.dtype, -1.0) * epsilon
+        return x + uniform(tf.shape(x), uniform_seed, x.dtype, -1.0) * epsilon
     if norm == "l1":
         # Uniform in the l1 ball: E_1..E_{d+1} ~ Exp(1), d_i = s_i E_i / sum_j E_j.
         flat = _flat(x)
         shape = tf.shape(flat) + tf.constant([0, 1])
-        exponential = -tf.math.log(tf.maximum(_uniform(shape, uniform_seed, x.dtype), _TINY))
-        signs = tf.sign(_normal(tf.shape(flat), normal_seed, x.dtype))
+        exponential = -tf.math.log(tf.maximum(uniform(shape, uniform_seed, x.dtype), _TINY))
+        signs = tf.sign(normal(tf.shape(flat), normal_seed, x.dtype))
         delta = signs * exponential[:, :-1] / tf.reduce_sum(exponential, axis=1, keepdims=True)
         return x + epsilon * tf.reshape(delta, tf.shape(x))
     # Uniform in the l2 ball: a uniform direction and radius epsilon * u^(1/d).
-    direction = _normal(tf.shape(x), normal_seed, x.dtype)
+    direction = normal(tf.shape(x), normal_seed, x.dtype)
     direction = direction / tf.maximum(_per_example_l2(direction), _TINY)
     dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
-    u = _uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), uniform_seed, x.dtype)
+    u = uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), uniform_seed, x.dtype)
     return x + direction * epsilon * tf.pow(u, 1.0 / dims)
 
 
-def _uniform(shape, seed, dtype, minval=0.0):
+def _per_example_seeds(seed):
+    return seed is not None and seed.shape.rank == 2
+
+
+def _each_example(fn, seed, dtype):
+    """`fn(one_seed)` for each row of per-example seeds, stacked (a loop: stateless
+    random ops have no vectorized kernel for a batch of seeds)."""
+    return tf.map_fn(fn, seed, fn_output_signature=dtype)
+
+
+def fold_in(seed, data):
+    """A new stateless seed from `seed` and the integer `data` (per example if `seed` is)."""
+    if _per_example_seeds(seed):
+        return _each_example(lambda s: tf.cast(tf.random.experimental.stateless_fold_in(
+            s, data), seed.dtype), seed, seed.dtype)
+    return tf.random.experimental.stateless_fold_in(seed, data)
+
+
+def split_seed(seed, num):
+    """`num` independent stateless seeds from `seed` (per example if `seed` is)."""
+    if _per_example_seeds(seed):
+        return [fold_in(seed, i) for i in range(num)]
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+
+
+def uniform(shape, seed, dtype=tf.float32, minval=0.0):
+    """Uniform draws in `[minval, 1)` of `shape` (batch first), stateful if `seed` is None."""
     if seed is None:
         return tf.random.uniform(shape, minval, 1.0, dtype=dtype)
+    if _per_example_seeds(seed):
+        return _each_example(lambda s: tf.random.stateless_uniform(
+            shape[1:], s, minval, 1.0, dtype=dtype), seed, dtype)
     return tf.random.stateless_uniform(shape, seed, minval, 1.0, dtype=dtype)
 
 
-def _normal(shape, seed, dtype):
+def normal(shape, seed, dtype=tf.float32):
+    """Standard normal draws of `shape` (batch first), stateful if `seed` is None."""
     if seed is None:
         return tf.random.normal(shape, dtype=dtype)
+    if _per_example_seeds(seed):
+        return _each_example(lambda s: tf.random.stateless_normal(shape[1:], s, dtype=dtype),
+                             seed, dtype)
     return tf.random.stateless_normal(shape, seed, dtype=dtype)
 
 
@@ -221,9 +259,9 @@ def random_direction(x, norm, seed=None):
             (an int tensor of shape (2,)).
     """
     if norm == "linf":
-        t = _uniform(tf.shape(x), seed, x.dtype, -1.0)
+        t = uniform(tf.shape(x), seed, x.dtype, -1.0)
     else:
-        t = _normal(tf.shape(x), seed, x.dtype)
+        t = normal(tf.shape(x), seed, x.dtype)
     flat = tf.reshape(t, [tf.shape(x)[0], -1])
     size = {"linf": lambda f: tf.reduce_max(tf.abs(f), axis=1),
             "l2": lambda f: tf.norm(f, axis=1),

@@ -86,8 +86,7 @@ class PGD(Attack):
         reference = logits_of(model, x) if self.loss == "kl" else None
         best = None
         for restart in range(self.restarts):
-            restart_seed = (None if seed is None
-                            else tf.random.experimental.stateless_fold_in(seed, restart))
+            restart_seed = None if seed is None else geometry.fold_in(seed, restart)
             x_adv = self._run(model, x, y, reference, epsilon, step_size, restart_seed)
             if self.restarts == 1:
                 return x_adv

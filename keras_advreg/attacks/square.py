@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_advreg import checks
-from keras_advreg.attacks import losses
+from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import Attack, logits_of, register
 
 # (last rescaled iteration, divisor of p_init) of the published schedule, for a
@@ -50,21 +50,6 @@ def _window(corner, side, size):
     """(batch, size) mask of [corner, corner + side)."""
     positions = tf.range(size)[None, :]
     return tf.logical_and(positions >= corner[:, None], positions < corner[:, None] + side)
-
-
-def _split(seed, n, step):
-    """`n` stateless seeds for loop iteration `step`, or `n` Nones without a seed."""
-    if seed is None:
-        return [None] * n
-    return tf.unstack(tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(seed, step), n))
-
-
-def _draw(shape, seed, minval, maxval, dtype=tf.float32):
-    """A uniform draw: stateless with a seed, TensorFlow's global generator without."""
-    if seed is None:
-        return tf.random.uniform(shape, minval, maxval, dtype)
-    return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype)
 
 
 @register
@@ -132,20 +117,22 @@ class Square(Attack):
                               (height * width,))
         sides_w = _side_table(max(n_iter, 1), self.n_queries, self.p_init, width,
                               (height * width,))
-        init_seed, loop_seed = (None, None) if seed is None else tf.unstack(
-            tf.random.experimental.stateless_split(seed, 2))
+        init_seed, draws = self._draws(tf.shape(image)[0], n_iter, channels, seed)
         best = self._init(image, epsilon, init_seed)
         best_margin = margin(best)
-        batch = tf.shape(image)[0]
+
+        def corner(u, side, size):  # uniform in [0, size - side]
+            return tf.minimum(tf.cast(u * tf.cast(size - side + 1, tf.float32), tf.int32),
+                              size - side)
 
         def body(i, best, best_margin):
             side_h, side_w = sides_h[i], sides_w[i]
-            seeds = _split(loop_seed, 3, i)
-            top = _draw([batch], seeds[0], 0, height - side_h + 1, tf.int32)
-            left = _draw([batch], seeds[1], 0, width - side_w + 1, tf.int32)
+            position, sign = draws(i)
+            top = corner(position[:, 0], side_h, height)
+            left = corner(position[:, 1], side_w, width)
             mask = tf.logical_and(_window(top, side_h, height)[:, :, None, None],
                                   _window(left, side_w, width)[:, None, :, None])
-            signs = tf.sign(_draw([batch, 1, 1, channels], seeds[2], -1.0, 1.0))
+            signs = tf.sign(sign)[:, None, None, :]
             candidate = update(image, best, mask, signs, epsilon)
             candidate_margin = margin(candidate)
             better = tf.logical_and(candidate_margin < best_margin, best_margin > 0)
@@ -156,15 +143,32 @@ class Square(Attack):
                                    (tf.constant(0), best, best_margin))
         return tf.reshape(best, tf.shape(x))
 
+    @staticmethod
+    def _draws(batch, n_iter, channels, seed):
+        """The init's seed and `draws(i)`: iteration i's window position and signs, uniform
+        in [0, 1)^2 and [-1, 1)^channels per example.
+
+        Stateful draws per iteration without a seed; with one, every iteration's
+        draws are made up front from it, so that per-example seeds need no loop
+        over the batch at each query.
+        """
+        if seed is None:
+            return None, lambda i: (geometry.uniform([batch, 2], None),
+                                    geometry.uniform([batch, channels], None, minval=-1.0))
+        init_seed, position_seed, sign_seed = geometry.split_seed(seed, 3)
+        positions = geometry.uniform([batch, n_iter, 2], position_seed)
+        signs = geometry.uniform([batch, n_iter, channels], sign_seed, minval=-1.0)
+        return init_seed, lambda i: (positions[:, i], signs[:, i])
+
     def _init(self, image, epsilon, seed=None):
         """Vertical stripes of +-epsilon (linf); a random direction of norm epsilon (l2)."""
         shape = tf.shape(image)
         if self.norm == "linf":
-            stripes = tf.sign(_draw([shape[0], 1, shape[2], shape[3]], seed, -1.0, 1.0))
+            stripes = tf.sign(geometry.uniform([shape[0], 1, shape[2], shape[3]], seed,
+                                               minval=-1.0))
             return tf.clip_by_value(image + epsilon * stripes, self.clip_min, self.clip_max)
-        normal = (tf.random.normal(shape) if seed is None
-                  else tf.random.stateless_normal(shape, seed))
-        return self.project(image + self._to_sphere(normal, epsilon), image, epsilon)
+        return self.project(image + self._to_sphere(geometry.normal(shape, seed), epsilon),
+                            image, epsilon)
 
     def _linf_proposal(self, image, best, mask, signs, epsilon):
         candidate = tf.where(mask, image + epsilon * signs, best)

@@ -59,7 +59,7 @@ def accuracy_at(runner, attack, x, y, correct, epsilon=None, stage=None, on_brok
         runner.stage(stage, len(index))
     if len(index):
         fooled, x_adv = runner.fooled(attack, x[index], y[index], scale=scale,
-                                      return_adversarial=True)
+                                      return_adversarial=True, index=index)
         robust[index[fooled]] = False
         if on_broken is not None:
             on_broken(index[fooled], x_adv[fooled])

@@ -57,7 +57,8 @@ def escalate(runner, attacks, x, y, robust, on_broken):
     for name, attack in attacks.items():
         index = np.flatnonzero(robust)
         runner.stage(name, len(index))
-        fooled, x_adv = runner.fooled(attack, x[index], y[index], return_adversarial=True)
+        fooled, x_adv = runner.fooled(attack, x[index], y[index], return_adversarial=True,
+                                      index=index)
         on_broken(name, index[fooled], x_adv[fooled])
         robust[index[fooled]] = False
         new_breaks[name] = int(fooled.sum())

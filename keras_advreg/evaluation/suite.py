@@ -9,7 +9,8 @@ import numpy as np
 from keras_advreg import checks, data_checks
 from keras_advreg.attacks import APGD, FAB, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
-from keras_advreg.evaluation import comparison, curves, escalation, inputs, per_example, randomness
+from keras_advreg.evaluation import (comparison, curves, escalation, inputs, per_example,
+                                     randomness, resumable)
 from keras_advreg.evaluation import identity as identity_lib
 from keras_advreg.evaluation.masking_checks import failure_messages, run_checks
 from keras_advreg.evaluation.progress import StageProgress
@@ -129,7 +130,8 @@ def run_suite(runner, attacks, x, y, correct, on_broken=None):
         name = name if name not in accuracy_after else f"{name}_{len(accuracy_after)}"
         index = np.flatnonzero(robust)
         runner.stage(name, len(index))
-        fooled, x_adv = runner.fooled(attack, x[index], y[index], return_adversarial=True)
+        fooled, x_adv = runner.fooled(attack, x[index], y[index], return_adversarial=True,
+                                      index=index)
         if on_broken is not None:
             on_broken(name, index[fooled], x_adv[fooled])
         broken_by[name] = np.zeros_like(robust)
@@ -228,7 +230,7 @@ def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline,
     fn = runner.traced(("deepfool", norm), lambda xb, yb: deepfool.minimal_distance(
         runner.model, xb, yb))
     runner.stage("deepfool minimal distances", len(x))
-    distance = runner.batched(fn, x, y, counted=True)
+    distance = runner.batched(fn, x, y, counted=True, resumable=True)
     found = correct & np.isfinite(distance)
     out = {"gradient_norms": stats,
            "mean_minimal_distance": float(distance[found].mean()) if found.any() else None,
@@ -252,7 +254,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
                         epsilons=None, batch_size=128, seed=0, baseline=None, progress=True,
                         hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None,
                         individual=False, save_adversarial=False, model_path=None,
-                        dataset=None, split=None, command_line=None, escalate=True):
+                        dataset=None, split=None, command_line=None, escalate=True,
+                        resume_dir=None, restart=False, strategy=None):
     """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
 
     Runs the suite (each attack only on the points still robust, as
@@ -324,6 +327,16 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         command_line: the command that ran the evaluation, for the identity.
         escalate: when a masking check fails, re-run the suite with larger
             budgets (see above); False only warns.
+        resume_dir: None, or a folder where each attack's per-example results
+            are written chunk by chunk (of `batch_size` examples) as they are
+            computed; the same call after a crash or kill reads them back and
+            gives the same per-example results and report
+            (`evaluation.resumable`). Raises `ResumeError` if the folder holds
+            another evaluation's (other arguments, model or data).
+        restart: discard the results in `resume_dir` first.
+        strategy: None, or a `tf.distribute.Strategy` (e.g. `MirroredStrategy`)
+            whose replicas share every batch; the per-example results are
+            those of one device (to float rounding).
 
     Returns:
         A `RobustnessReport`.
@@ -337,6 +350,17 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     >>> report.robust_accuracy <= report.clean_accuracy
     True
     """
+    with resumable.chunk_store(resume_dir, restart) as store:
+        return _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size,
+                         seed, baseline, progress, hessian, clip_min, clip_max, num_classes,
+                         individual, save_adversarial, model_path, dataset, split, command_line,
+                         escalate, store, strategy)
+
+
+def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size, seed,
+              baseline, progress, hessian, clip_min, clip_max, num_classes, individual,
+              save_adversarial, model_path, dataset, split, command_line, escalate, store,
+              strategy):
     start = time.time()
     epsilon = checks.number("epsilon", epsilon, strict=True)
     norm = checks.norm(norm, checks.ATTACK_NORMS)
@@ -353,8 +377,15 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     checks.radius(epsilon, norm, *clip, input_size=int(np.prod(x.shape[1:])))
     keras.utils.set_random_seed(seed)
 
-    runner = Runner(model, x.shape[1:], batch_size)
+    runner = Runner(model, x.shape[1:], batch_size, seed=seed, strategy=strategy)
     runner.clip = clip
+    if store is not None:
+        runner.store = store.open(resumable.fingerprint(
+            model, x, y_raw, model_path, epsilon=epsilon, norm=norm, clip=clip,
+            attacks=[[type(a).__name__, a.get_config()] for a in attacks], epsilons=grid,
+            batch_size=batch_size, seed=seed, hessian=hessian, num_classes=num_classes,
+            individual=individual, escalate=escalate,
+            replicas=strategy.num_replicas_in_sync if strategy else 1), chunk_size=batch_size)
     logits = runner.logits(x)
     if logits.ndim != 2:
         raise ValueError(f"The model must output logits of shape (batch, classes), got {logits.shape}.")
