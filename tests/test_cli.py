@@ -336,9 +336,10 @@ def test_train_help_shows_each_methods_defaults(capsys):
     assert ("--epsilon EPSILON radius of the threat model (the attack budget, not a step); "
             "default: the dataset preset's, else the method's: 8/255=0.0314 for madry,") in text
     assert "--beta BETA weight of the KL term (TRADES, MART); default: the method's: 6" in text
-    assert "grad_align; 0.031 for trades --step-size" in text
-    assert "default: the method's: epsilon/4 for madry, trades, mart, hybrid, gfa;" in text
-    assert "7 for madry, hybrid, gfa; 1 for mixed, arr; 10 for trades, mart" in text
+    assert "grad_align; 0.031 for trades, trades_awp --step-size" in text
+    assert ("default: the method's: epsilon/4 for madry, trades, mart, hybrid, gfa, madry_awp, "
+            "trades_awp;") in text
+    assert "7 for madry, madry_awp, hybrid, gfa; 1 for mixed, arr; 10 for trades, mart" in text
     assert "l2 for gradient_regularization" in text
 
 
