@@ -16,7 +16,8 @@ import keras_advreg as kar
 EPSILON = 0.1
 ARGUMENTS = {  # keep the attacks short; everything else is the recipe's default
     "standard": {}, "madry": {"steps": 3}, "fast_at": {}, "mixed": {},
-    "trades": {"steps": 3}, "mart": {"steps": 3}, "arr": {}, "gradient_regularization": {"lam": 1.0},
+    "trades": {"steps": 3}, "madry_awp": {"steps": 3}, "trades_awp": {"steps": 3},
+    "mart": {"steps": 3}, "arr": {}, "gradient_regularization": {"lam": 1.0},
     # hybrid's step was 2/255 before it defaulted to epsilon/4; at 0.025, mixed_bfloat16's
     # adv_accuracy differed from float32's by 0.023 (6 of 256), just over the tolerance.
     "hybrid": {"steps": 3, "step_size": 2 / 255}, "gfa": {"steps": 2, "layers": ("input", "hidden")},
