@@ -3,8 +3,9 @@
 Attacks and objectives compute with TensorFlow ops, but what ties them to
 TensorFlow's execution model goes through this module: the tape that takes an
 input gradient, the graph loop of an iterative attack, the stateless random
-draws and their seeds, and the zeroing of non-finite gradients. The backend
-they depend on is visible here, in one place.
+draws and their seeds (one seed per batch, shape (2,), or one per example,
+shape (batch, 2)), and the zeroing of non-finite gradients. The backend they
+depend on is visible here, in one place.
 """
 
 import contextlib
@@ -36,32 +37,46 @@ def finite_or_zero(gradient):
     return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
 
 
-def loop(n, body, state):
-    """Runs `state = body(i, state)` for i in 0..n-1 as one graph loop (not n unrolled copies).
-
-    Args:
-        n: the number of iterations (int or scalar tensor).
-        body: `fn(i, state) -> state`, state a tensor or a tuple of tensors.
-        state: the initial state.
-
-    Returns:
-        The final state.
-    """
-    _, state = tf.while_loop(lambda i, _: i < n, lambda i, s: (i + 1, body(i, s)),
-                             (tf.constant(0), state))
-    return state
+def _per_example_seeds(seed):
+    return seed is not None and seed.shape.rank == 2
 
 
-def fold_in(seed, salt):
-    """A new stateless seed from `seed` (int tensor of shape (2,)) and an int `salt`."""
-    return tf.random.experimental.stateless_fold_in(seed, salt)
+def _each_example(fn, seed, dtype):
+    """`fn(one_seed)` for each row of per-example seeds, stacked (a loop: stateless
+    random ops have no vectorized kernel for a batch of seeds)."""
+    return tf.map_fn(fn, seed, fn_output_signature=dtype)
 
 
-def uniform(shape, seed, minval=0.0, maxval=1.0, dtype=tf.float32):
-    """Stateless uniform draws in `[minval, maxval)`: the same `seed` gives the same draws."""
-    return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+def fold_in(seed, data):
+    """A new stateless seed from `seed` and the integer `data` (per example if `seed` is)."""
+    if _per_example_seeds(seed):
+        return _each_example(lambda s: tf.cast(tf.random.experimental.stateless_fold_in(
+            s, data), seed.dtype), seed, seed.dtype)
+    return tf.random.experimental.stateless_fold_in(seed, data)
+
+
+def split_seed(seed, num):
+    """`num` independent stateless seeds from `seed` (per example if `seed` is)."""
+    if _per_example_seeds(seed):
+        return [fold_in(seed, i) for i in range(num)]
+    return tf.unstack(tf.random.experimental.stateless_split(seed, num))
+
+
+def uniform(shape, seed, dtype=tf.float32, minval=0.0):
+    """Uniform draws in `[minval, 1)` of `shape` (batch first), stateful if `seed` is None."""
+    if seed is None:
+        return tf.random.uniform(shape, minval, 1.0, dtype=dtype)
+    if _per_example_seeds(seed):
+        return _each_example(lambda s: tf.random.stateless_uniform(
+            shape[1:], s, minval, 1.0, dtype=dtype), seed, dtype)
+    return tf.random.stateless_uniform(shape, seed, minval, 1.0, dtype=dtype)
 
 
 def normal(shape, seed, dtype=tf.float32):
-    """Stateless standard normal draws: the same `seed` gives the same draws."""
+    """Standard normal draws of `shape` (batch first), stateful if `seed` is None."""
+    if seed is None:
+        return tf.random.normal(shape, dtype=dtype)
+    if _per_example_seeds(seed):
+        return _each_example(lambda s: tf.random.stateless_normal(shape[1:], s, dtype=dtype),
+                             seed, dtype)
     return tf.random.stateless_normal(shape, seed, dtype=dtype)

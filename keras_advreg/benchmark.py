@@ -28,7 +28,7 @@ DEFAULT_METHODS = (
 
 
 def resolve(spec, epsilon, norm):
-    """`(name, arguments)` of a method spec at the benchmark's epsilon and norm (`methods.resolve`)."""
+    """`(name, arguments)` of a method spec at the benchmark's epsilon and norm."""
     from keras_advreg import methods
 
     name, _, arguments = methods.resolve(spec, defaults={"epsilon": epsilon, "norm": norm})
@@ -42,11 +42,10 @@ def objective_of(spec, epsilon, norm):
     return methods.resolve(spec, defaults={"epsilon": epsilon, "norm": norm})[1]
 
 
-def _train(spec, dataset, settings):
-    """Trains one method with `training.train`; returns (base model, wall time of fit in s)."""
+def _train(spec, name, arguments, dataset, settings):
+    """Trains one resolved method with `training.train`; returns (base model, fit seconds)."""
     from keras_advreg import training
 
-    name, arguments = resolve(spec, settings["epsilon"], settings["norm"])
     config = training.RunConfig(
         name, arguments, dataset=settings["dataset"], arch="small_cnn",
         epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer="adam",
@@ -123,8 +122,8 @@ def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epoch
     checks.integer("batch_size", batch_size)
     checks.integer("n_examples", n_examples)
     specs = list(methods)
-    for spec in specs:  # every spec is valid before anything trains
-        objective_of(spec, epsilon, norm)
+    # Every spec is valid before anything trains.
+    resolved = {spec: resolve(spec, epsilon, norm) for spec in specs}
     if specs[0] != "standard":
         raise ValueError("the first method must be 'standard': it is the baseline of the "
                          "improvement and training-time ratios.")
@@ -136,7 +135,7 @@ def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epoch
     start = time.perf_counter()
     rows, baseline, plain_seconds = {}, None, None
     for spec in specs:
-        base, seconds = _train(spec, loaded, settings)
+        base, seconds = _train(spec, *resolved[spec], loaded, settings)
         plain_seconds = plain_seconds or seconds
         report = evaluation.evaluate_robustness(
             base, (loaded.x_test, loaded.y_test), epsilon=epsilon, norm=norm,

@@ -114,11 +114,18 @@ class RunConfig:
     # How errors name each argument (the command line: its flags); not part of the run.
     labels: dict = dataclasses.field(default=None, repr=False, compare=False)
 
+    @property
+    def preset(self):
+        """The dataset's preset (`presets.DATASET_PRESETS`); {} without one or `presets`."""
+        from keras_advreg import presets
+
+        return presets.DATASET_PRESETS.get(self.dataset, {}) if self.presets else {}
+
     def resolved(self):
         """`(config, filled)`: unset values filled in, and what the dataset preset set."""
         from keras_advreg import presets
 
-        preset = presets.DATASET_PRESETS.get(self.dataset, {}) if self.presets else {}
+        preset = self.preset
         changes, filled = {}, {}
         for key in ("epochs", "optimizer", "lr", "epsilon_warmup"):
             if getattr(self, key) is None:
@@ -136,8 +143,8 @@ class RunConfig:
 
         from keras_advreg import methods
 
-        name = methods.parse_spec(self.method)[0]
-        given = {**methods.parse_spec(self.method)[1], **self.method_kwargs}
+        name, spec_kwargs = methods.parse_spec(self.method)
+        given = {**spec_kwargs, **self.method_kwargs}
         accepted = (inspect.signature(methods.METHODS[name]).parameters
                     if name in methods.METHODS else {})
         filled = {}
@@ -162,7 +169,7 @@ class RunConfig:
         Raises:
             ValueError: naming the argument and the allowed values.
         """
-        from keras_advreg import checks, presets
+        from keras_advreg import checks
 
         config, filled = self.resolved()
         label = (self.labels or {}).get
@@ -192,11 +199,11 @@ class RunConfig:
         if config.ema is not None:
             checks.number(label("ema", "ema"), config.ema, maximum=1.0)
         if config.jit and config.strategy != "default":
-            raise ValueError(f"{label('jit', 'jit')} works only with {label('strategy', 'strategy')} "
+            raise ValueError(f"{label('jit', 'jit')} works only with "
+                             f"{label('strategy', 'strategy')} "
                              f"default: XLA compilation fails under MirroredStrategy in "
                              f"TensorFlow 2.21.")
-        preset = presets.DATASET_PRESETS.get(config.dataset, {}) if config.presets else {}
-        name, objective, arguments, method_filled = config.objective(preset)
+        name, objective, arguments, method_filled = config.objective(config.preset)
         if not arguments.get("epsilon", 1) > 0:
             raise ValueError(f"{label('epsilon', 'epsilon')} must be > 0, got "
                              f"{arguments.get('epsilon')}: {label('method', 'method')} {name} "
@@ -424,7 +431,7 @@ def _health_monitor(config, dataset, objective, validation):
     Single-step methods (FGSM attacks) also get its PGD check of catastrophic
     overfitting on up to 256 validation examples.
     """
-    from keras_advreg import attacks, callbacks, presets
+    from keras_advreg import attacks, callbacks
 
     if not config.health_check:
         return None
@@ -433,9 +440,9 @@ def _health_monitor(config, dataset, objective, validation):
     if isinstance(attack, attacks.FGSM) and validation is not None:
         pgd_check = {"x": validation[0][:256], "y": validation[1][:256],
                      "epsilon": attack.epsilon}
-    preset = presets.DATASET_PRESETS.get(config.dataset, {}) if config.presets else {}
     return callbacks.TrainingHealthMonitor(
-        dataset.num_classes, reference_accuracy=preset.get("standard_accuracy"), **pgd_check)
+        dataset.num_classes, reference_accuracy=config.preset.get("standard_accuracy"),
+        **pgd_check)
 
 
 def _tensorboard_installed():

@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import geometry, losses
 
 # A float16 model's input gradients underflow when the attack loss is a small
@@ -136,7 +136,7 @@ def _one_pass(model, x, y, loss_fn, reference_logits):
         per_example = loss_fn(y, logits, reference_logits)
         total = tf.reduce_sum(per_example) * ATTACK_LOSS_SCALE
     gradient = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    gradient = tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+    gradient = backend.finite_or_zero(gradient)
     return per_example, logits, gradient
 
 

@@ -4,7 +4,7 @@ import math
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
 from keras_advreg.attacks.base import Attack, logits_of, register
 
@@ -129,7 +129,7 @@ class CarliniWagner(Attack):
                 margin = tf.maximum(-losses.cw_margin(labels, logits) + self.confidence, 0.0)
                 total = tf.reduce_sum(squared + c * margin)
             grad = tape.gradient(total, s["w"])
-            grad = tf.where(tf.math.is_finite(grad), grad, 0.0)
+            grad = backend.finite_or_zero(grad)
             m = beta1 * s["m"] + (1 - beta1) * grad
             v = beta2 * s["v"] + (1 - beta2) * tf.square(grad)
             step = tf.cast(t + 1, tf.float32)

@@ -4,11 +4,10 @@ import math
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
 from keras_advreg.attacks.base import Attack, logits_of, register
 
-_TINY = 1e-12
 # Per norm: the dual norm of a flat gradient, and the step toward a linearized
 # boundary at distance |f| / ||w||_dual.
 _DUAL_NORMS = {
@@ -17,10 +16,10 @@ _DUAL_NORMS = {
     "l1": lambda w: tf.reduce_max(tf.abs(w), axis=-1),
 }
 _STEPS = {
-    "l2": lambda w, f, dual: (f / tf.maximum(dual, _TINY) ** 2)[:, None] * w,
-    "linf": lambda w, f, dual: (f / tf.maximum(dual, _TINY))[:, None] * tf.sign(w),
+    "l2": lambda w, f, dual: (f / tf.maximum(dual, backend.TINY) ** 2)[:, None] * w,
+    "linf": lambda w, f, dual: (f / tf.maximum(dual, backend.TINY))[:, None] * tf.sign(w),
     # l1: the single coordinate of largest |w_j|, moved by f / |w_j|.
-    "l1": lambda w, f, dual: (f / tf.maximum(dual, _TINY))[:, None] * tf.sign(w) * tf.one_hot(
+    "l1": lambda w, f, dual: (f / tf.maximum(dual, backend.TINY))[:, None] * tf.sign(w) * tf.one_hot(
         tf.argmax(tf.abs(w), axis=-1), tf.shape(w)[-1]),
 }
 _DISTANCES = {
@@ -115,7 +114,7 @@ class DeepFool(Attack):
                 w = tf.where(blocked, 0.0, w)
             f = tf.abs(logits - true_logit[:, None])
             dual = _DUAL_NORMS[self.norm](w)
-            ratio = (f + 1e-4) / tf.maximum(dual, _TINY)
+            ratio = (f + 1e-4) / tf.maximum(dual, backend.TINY)
             ratio = tf.where(tf.one_hot(labels, num_classes) > 0, math.inf, ratio)
             nearest = tf.argmin(ratio, axis=-1, output_type=tf.int32)
             w_k = tf.gather(w, nearest, axis=1, batch_dims=1)

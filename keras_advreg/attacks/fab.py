@@ -4,7 +4,7 @@ import math
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import ATTACK_LOSS_SCALE, Attack, logits_of, register
 from keras_advreg.attacks.boundary import DUAL_NORMS, NORMS, project_onto_hyperplane_in_box
@@ -167,7 +167,7 @@ class FAB(Attack):
             nearest = tf.argmin(distance, axis=-1, output_type=tf.int32)
             difference = tf.gather(differences, nearest, axis=1, batch_dims=1)
             gradient = tf.gather(gradients, nearest, axis=1, batch_dims=1)
-        gradient = tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+        gradient = backend.finite_or_zero(gradient)
         return difference / ATTACK_LOSS_SCALE, gradient / ATTACK_LOSS_SCALE
 
     def _run(self, model, shape, x0, labels, target, start, best_x, best, stop_below):

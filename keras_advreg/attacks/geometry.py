@@ -12,7 +12,9 @@ accept both.
 
 import tensorflow as tf
 
-_TINY = 1e-12
+# One implementation of the seeds and draws, shared with the objectives.
+from keras_advreg.backend import TINY, fold_in, normal, split_seed, uniform  # noqa: F401
+
 
 
 def _per_example_l2(t):
@@ -38,7 +40,7 @@ def steepest_ascent(gradient, norm):
                          "`l1_ascent_step` (PGD, FGSM) or `sparse_ascent` (APGD).")
     if norm == "linf":
         return tf.sign(gradient)
-    return gradient / tf.maximum(_per_example_l2(gradient), _TINY)
+    return gradient / tf.maximum(_per_example_l2(gradient), TINY)
 
 
 def l1_ascent_step(x_adv, gradient, step, clip_min, clip_max):
@@ -158,7 +160,7 @@ def project(x_adv, x, epsilon, norm, clip_min, clip_max):
     if norm == "linf":
         delta = tf.clip_by_value(delta, -epsilon, epsilon)
     else:
-        factor = tf.minimum(1.0, epsilon / tf.maximum(_per_example_l2(delta), _TINY))
+        factor = tf.minimum(1.0, epsilon / tf.maximum(_per_example_l2(delta), TINY))
         delta = delta * factor
     return tf.clip_by_value(x + delta, clip_min, clip_max)
 
@@ -189,61 +191,16 @@ def random_start(x, epsilon, norm, kind="uniform", seed=None, normal_std=0.001):
         # Uniform in the l1 ball: E_1..E_{d+1} ~ Exp(1), d_i = s_i E_i / sum_j E_j.
         flat = _flat(x)
         shape = tf.shape(flat) + tf.constant([0, 1])
-        exponential = -tf.math.log(tf.maximum(uniform(shape, uniform_seed, x.dtype), _TINY))
+        exponential = -tf.math.log(tf.maximum(uniform(shape, uniform_seed, x.dtype), TINY))
         signs = tf.sign(normal(tf.shape(flat), normal_seed, x.dtype))
         delta = signs * exponential[:, :-1] / tf.reduce_sum(exponential, axis=1, keepdims=True)
         return x + epsilon * tf.reshape(delta, tf.shape(x))
     # Uniform in the l2 ball: a uniform direction and radius epsilon * u^(1/d).
     direction = normal(tf.shape(x), normal_seed, x.dtype)
-    direction = direction / tf.maximum(_per_example_l2(direction), _TINY)
+    direction = direction / tf.maximum(_per_example_l2(direction), TINY)
     dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), x.dtype)
     u = uniform([tf.shape(x)[0]] + [1] * (x.shape.rank - 1), uniform_seed, x.dtype)
     return x + direction * epsilon * tf.pow(u, 1.0 / dims)
-
-
-def _per_example_seeds(seed):
-    return seed is not None and seed.shape.rank == 2
-
-
-def _each_example(fn, seed, dtype):
-    """`fn(one_seed)` for each row of per-example seeds, stacked (a loop: stateless
-    random ops have no vectorized kernel for a batch of seeds)."""
-    return tf.map_fn(fn, seed, fn_output_signature=dtype)
-
-
-def fold_in(seed, data):
-    """A new stateless seed from `seed` and the integer `data` (per example if `seed` is)."""
-    if _per_example_seeds(seed):
-        return _each_example(lambda s: tf.cast(tf.random.experimental.stateless_fold_in(
-            s, data), seed.dtype), seed, seed.dtype)
-    return tf.random.experimental.stateless_fold_in(seed, data)
-
-
-def split_seed(seed, num):
-    """`num` independent stateless seeds from `seed` (per example if `seed` is)."""
-    if _per_example_seeds(seed):
-        return [fold_in(seed, i) for i in range(num)]
-    return tf.unstack(tf.random.experimental.stateless_split(seed, num))
-
-
-def uniform(shape, seed, dtype=tf.float32, minval=0.0):
-    """Uniform draws in `[minval, 1)` of `shape` (batch first), stateful if `seed` is None."""
-    if seed is None:
-        return tf.random.uniform(shape, minval, 1.0, dtype=dtype)
-    if _per_example_seeds(seed):
-        return _each_example(lambda s: tf.random.stateless_uniform(
-            shape[1:], s, minval, 1.0, dtype=dtype), seed, dtype)
-    return tf.random.stateless_uniform(shape, seed, minval, 1.0, dtype=dtype)
-
-
-def normal(shape, seed, dtype=tf.float32):
-    """Standard normal draws of `shape` (batch first), stateful if `seed` is None."""
-    if seed is None:
-        return tf.random.normal(shape, dtype=dtype)
-    if _per_example_seeds(seed):
-        return _each_example(lambda s: tf.random.stateless_normal(shape[1:], s, dtype=dtype),
-                             seed, dtype)
-    return tf.random.stateless_normal(shape, seed, dtype=dtype)
 
 
 def random_direction(x, norm, seed=None):
@@ -266,4 +223,4 @@ def random_direction(x, norm, seed=None):
     size = {"linf": lambda f: tf.reduce_max(tf.abs(f), axis=1),
             "l2": lambda f: tf.norm(f, axis=1),
             "l1": lambda f: tf.reduce_sum(tf.abs(f), axis=1)}[norm](flat)
-    return t / tf.reshape(tf.maximum(size, _TINY), [-1] + [1] * (x.shape.rank - 1))
+    return t / tf.reshape(tf.maximum(size, TINY), [-1] + [1] * (x.shape.rank - 1))

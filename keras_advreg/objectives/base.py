@@ -170,8 +170,7 @@ class StepContext:
             forward = self.forward(point)
             gradient = forward.tape.gradient(forward.scaled_loss, forward.inputs)
             gradient = tf.cast(gradient, tf.float32) / self.gradient_scale
-            self._input_gradient[key] = tf.where(tf.math.is_finite(gradient), gradient,
-                                                 tf.zeros_like(gradient))
+            self._input_gradient[key] = backend.finite_or_zero(gradient)
         return self._input_gradient[key]
 
     def compiled_loss(self, logits):

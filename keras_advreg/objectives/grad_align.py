@@ -43,7 +43,7 @@ class GradAlign(Objective):
         x = context.inputs("clean")
         clean_gradient = tf.stop_gradient(context.input_gradient("clean"))
         epsilon = self.epsilon * context.epsilon_scale
-        eta = backend.uniform(tf.shape(x), context.seed(_SALT), -1.0, 1.0) * epsilon
+        eta = backend.uniform(tf.shape(x), context.seed(_SALT), minval=-1.0) * epsilon
         noisy = tf.clip_by_value(x + eta, self.clip_min, self.clip_max)
         with backend.input_tape(noisy) as tape:
             logits = context.base_model(noisy, training=context.training)
