@@ -32,6 +32,25 @@ def input_tape(x, persistent=False):
         yield tape
 
 
+def gradient(tape, target, sources, output_gradients=None):
+    """The gradient of `target` on `tape` with respect to `sources`; zeros, not
+    None, where `target` does not depend on a source (a constant region of the model)."""
+    return tape.gradient(target, sources, output_gradients=output_gradients,
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def batch_jacobian(tape, target, source):
+    """The per-example Jacobian of `target` (batch, k) with respect to `source`
+    (batch, ...) on `tape`: shape (batch, k, ...), zeros where unconnected."""
+    return tape.batch_jacobian(target, source, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def loop(cond, body, loop_vars):
+    """`body` applied while `cond` holds: a graph loop (`tf.while_loop`), so an
+    iterative attack adds one copy of the model to the graph, not one per step."""
+    return tf.while_loop(cond, body, loop_vars)
+
+
 def finite_or_zero(gradient):
     """`gradient` with its NaN and infinite entries set to 0 (a saturated or broken model)."""
     return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))

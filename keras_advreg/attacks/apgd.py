@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import Attack, logits_of, loss_gradient, register
 
@@ -227,7 +227,7 @@ class APGD(Attack):
                 return i + 1, self._l1_checkpoint(s, is_check[i], x, epsilon)
             return i + 1, self._checkpoint(s, is_check[i], length[i], x)
 
-        _, state = tf.while_loop(lambda i, _: i < self.steps, body, (tf.constant(0), state))
+        _, state = backend.loop(lambda i, _: i < self.steps, body, (tf.constant(0), state))
         x_adv = tf.where(_per_example(state["found"], x), state["x_found"], state["x_best"])
         return x_adv, state["found"]
 

@@ -125,17 +125,16 @@ def loss_gradient(model, x, y, loss_fn, reference_logits=None, samples=1):
         return i + 1, tuple(t + o for t, o in zip(total, one))
 
     # A loop, not `samples` unrolled copies of the model in the graph.
-    _, total = tf.while_loop(lambda i, _: i < samples, add, (tf.constant(1), first))
+    _, total = backend.loop(lambda i, _: i < samples, add, (tf.constant(1), first))
     return tuple(t / samples for t in total)
 
 
 def _one_pass(model, x, y, loss_fn, reference_logits):
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(x)
+    with backend.input_tape(x) as tape:
         logits = logits_of(model, x)
         per_example = loss_fn(y, logits, reference_logits)
         total = tf.reduce_sum(per_example) * ATTACK_LOSS_SCALE
-    gradient = tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    gradient = backend.gradient(tape, total, x)
     gradient = backend.finite_or_zero(gradient)
     return per_example, logits, gradient
 

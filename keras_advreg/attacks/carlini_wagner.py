@@ -121,14 +121,13 @@ class CarliniWagner(Attack):
         best = dict(x=x, distance=tf.where(clean, 0.0, math.inf))
 
         def adam_step(t, c, s):
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(s["w"])
+            with backend.input_tape(s["w"]) as tape:
                 candidate = point(s["w"])
                 logits = logits_of(model, candidate)
                 squared = _per_example_sum(tf.square(candidate - x))
                 margin = tf.maximum(-losses.cw_margin(labels, logits) + self.confidence, 0.0)
                 total = tf.reduce_sum(squared + c * margin)
-            grad = tape.gradient(total, s["w"])
+            grad = backend.gradient(tape, total, s["w"])
             grad = backend.finite_or_zero(grad)
             m = beta1 * s["m"] + (1 - beta1) * grad
             v = beta2 * s["v"] + (1 - beta2) * tf.square(grad)
@@ -148,7 +147,7 @@ class CarliniWagner(Attack):
             zeros = tf.zeros_like(x)
             state = dict(w=w0, m=zeros, v=zeros, any_success=tf.zeros([batch], tf.bool),
                          best_distance=best_distance, best_x=best_x)
-            _, _, state = tf.while_loop(lambda t, *_: t < self.steps, adam_step,
+            _, _, state = backend.loop(lambda t, *_: t < self.steps, adam_step,
                                         (tf.constant(0), c, state))
             found = state["any_success"]
             upper = tf.where(found, tf.minimum(upper, c), upper)
@@ -158,7 +157,7 @@ class CarliniWagner(Attack):
             return i + 1, c, lower, upper, state["best_x"], state["best_distance"]
 
         c0 = tf.fill([batch], self.initial_const)
-        _, _, _, _, best_x, best_distance = tf.while_loop(
+        _, _, _, _, best_x, best_distance = backend.loop(
             lambda i, *_: i < self.binary_search_steps, search_step,
             (tf.constant(0), c0, tf.zeros([batch]), tf.fill([batch], _NO_UPPER),
              best["x"], best["distance"]))

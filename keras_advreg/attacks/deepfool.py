@@ -96,11 +96,9 @@ class DeepFool(Attack):
         def body(i, total, active):
             point = tf.clip_by_value(x + (1.0 + self.overshoot) * total,
                                      self.clip_min, self.clip_max)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(point)
+            with backend.input_tape(point) as tape:
                 logits = logits_of(model, point)
-            jacobian = tape.batch_jacobian(  # (batch, classes, ...)
-                logits, point, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            jacobian = backend.batch_jacobian(tape, logits, point)  # (batch, classes, ...)
             num_classes = logits.shape[-1]
             labels = losses.sparse_labels(y, num_classes)
             jacobian = tf.reshape(jacobian, [batch, num_classes, -1])
@@ -124,7 +122,7 @@ class DeepFool(Attack):
             step = tf.where(active[:, None], step, 0.0)
             return i + 1, total + tf.reshape(step, tf.shape(x)), active
 
-        _, total, _ = tf.while_loop(
+        _, total, _ = backend.loop(
             lambda i, _, active: tf.logical_and(i < self.steps, tf.reduce_any(active)), body,
             (tf.constant(0), tf.zeros_like(x), tf.ones([batch], tf.bool)))
         return tf.clip_by_value(x + (1.0 + self.overshoot) * total, self.clip_min, self.clip_max)

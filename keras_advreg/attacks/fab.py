@@ -147,19 +147,16 @@ class FAB(Attack):
 
     def _linearization(self, model, shape, point, labels, target):
         """(f_k - f_y, its input gradient) for the nearest (or target) class k, flat."""
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(point)
+        with backend.input_tape(point) as tape:
             # Scaled against float16 underflow in the backward pass, unscaled below.
             logits = logits_of(model, tf.reshape(point, shape)) * ATTACK_LOSS_SCALE
             true_logit = tf.gather(logits, labels, axis=1, batch_dims=1)
             if target is not None:
                 difference = tf.gather(logits, target, axis=1, batch_dims=1) - true_logit
         if target is not None:  # one backward pass
-            gradient = tape.gradient(difference, point,
-                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradient = backend.gradient(tape, difference, point)
         else:  # the Jacobian of every logit: (batch, classes, n)
-            jacobian = tape.batch_jacobian(logits, point,
-                                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            jacobian = backend.batch_jacobian(tape, logits, point)
             differences = logits - true_logit[:, None]
             gradients = jacobian - tf.gather(jacobian, labels, axis=1, batch_dims=1)[:, None]
             distance = tf.abs(differences) / (DUAL_NORMS[self.norm](gradients) + 1e-12)
@@ -199,7 +196,7 @@ class FAB(Attack):
                 return i < self.steps
             return tf.logical_and(i < self.steps, tf.reduce_any(best > stop_below))
 
-        _, _, best_x, best = tf.while_loop(cond, body, (tf.constant(0), start, best_x, best))
+        _, _, best_x, best = backend.loop(cond, body, (tf.constant(0), start, best_x, best))
         return best_x, best
 
     def get_config(self):

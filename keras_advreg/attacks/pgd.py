@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import ATTACK_LOSSES, Attack, logits_of, loss_gradient, register
 
@@ -114,7 +114,7 @@ class PGD(Attack):
             return i + 1, self.project(x_adv, x, epsilon)
 
         # An explicit while loop: Keras traces train_step with AutoGraph off.
-        _, x_adv = tf.while_loop(lambda i, _: i < self.steps, step, (tf.constant(0), x_adv))
+        _, x_adv = backend.loop(lambda i, _: i < self.steps, step, (tf.constant(0), x_adv))
         return x_adv
 
     def _ascend(self, x_adv, gradient, step_size):

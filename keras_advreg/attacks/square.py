@@ -5,7 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks
+from keras_advreg import backend, checks
 from keras_advreg.attacks import geometry, losses
 from keras_advreg.attacks.base import Attack, logits_of, register
 
@@ -139,7 +139,7 @@ class Square(Attack):
             best = tf.where(better[:, None, None, None], candidate, best)
             return i + 1, best, tf.where(better, candidate_margin, best_margin)
 
-        _, best, _ = tf.while_loop(lambda i, *_: i < n_iter, body,
+        _, best, _ = backend.loop(lambda i, *_: i < n_iter, body,
                                    (tf.constant(0), best, best_margin))
         return tf.reshape(best, tf.shape(x))
 

@@ -121,8 +121,7 @@ class StepContext:
         key = point if isinstance(point, str) else id(point)
         if key not in self._forward:
             inputs = self.inputs(point)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(inputs)
+            with backend.input_tape(inputs) as tape:
                 logits = self.base_model(inputs, training=self.training)
                 cross_entropy = losses.cross_entropy(self.y, logits)
                 scaled_loss = tf.reduce_sum(cross_entropy) * self.gradient_scale
@@ -168,7 +167,7 @@ class StepContext:
         key = point if isinstance(point, str) else id(point)
         if key not in self._input_gradient:
             forward = self.forward(point)
-            gradient = forward.tape.gradient(forward.scaled_loss, forward.inputs)
+            gradient = backend.gradient(forward.tape, forward.scaled_loss, forward.inputs)
             gradient = tf.cast(gradient, tf.float32) / self.gradient_scale
             self._input_gradient[key] = backend.finite_or_zero(gradient)
         return self._input_gradient[key]

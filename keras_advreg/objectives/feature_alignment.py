@@ -127,7 +127,7 @@ class GradientFeatureAlignment(Objective):
             features = iter(hidden)
             points = [x if n == INPUT else next(features) for n in self.layers]
             gradients = [tf.cast(g, tf.float32) / context.gradient_scale
-                         for g in tape.gradient(scaled, points)]
+                         for g in backend.gradient(tape, scaled, points)]
         total = 0.0
         for w, h, g in zip(self.layer_weights, points, gradients):
             g = backend.finite_or_zero(g)

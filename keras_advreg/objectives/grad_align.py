@@ -49,7 +49,7 @@ class GradAlign(Objective):
             logits = context.base_model(noisy, training=context.training)
             scaled = (tf.reduce_sum(losses.cross_entropy(context.y, logits))
                       * context.gradient_scale)
-        noisy_gradient = tf.cast(tape.gradient(scaled, noisy), tf.float32) / context.gradient_scale
+        noisy_gradient = tf.cast(backend.gradient(tape, scaled, noisy), tf.float32) / context.gradient_scale
         noisy_gradient = backend.finite_or_zero(noisy_gradient)
         a, b = flatten(clean_gradient), flatten(noisy_gradient)
         norms = (tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(a), 1), backend.TINY))

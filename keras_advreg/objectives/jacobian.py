@@ -48,7 +48,7 @@ class JacobianPenalty(Objective):
         for k in range(self.n_projections):
             v = backend.normal(tf.shape(logits), context.seed(_SALT + k))
             v = v / tf.norm(v, axis=-1, keepdims=True)
-            vjp = tape.gradient(logits, x, output_gradients=v * context.gradient_scale)
+            vjp = backend.gradient(tape, logits, x, output_gradients=v * context.gradient_scale)
             vjp = tf.cast(vjp, tf.float32) / context.gradient_scale
             vjp = backend.finite_or_zero(vjp)
             total += tf.reduce_sum(tf.square(flatten(vjp)), axis=1)
