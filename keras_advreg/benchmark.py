@@ -27,22 +27,54 @@ DEFAULT_METHODS = (
     "hybrid:penalty=double_backprop", "hybrid:penalty=finite_difference", "gfa")
 
 
+# Options of the training run rather than of the method, written after a "+":
+# "madry+ema" (decay 0.999) or "madry+ema=0.995".
+RUN_OPTIONS = {"ema": 0.999}
+
+
+def run_options(spec):
+    """`(method spec, run options)` of a benchmark spec "method[+option[=value]]...".
+
+    Example:
+
+    >>> run_options("madry:steps=2+ema=0.995")
+    ('madry:steps=2', {'ema': 0.995})
+    """
+    method, *options = spec.split("+")
+    chosen = {}
+    for option in options:
+        key, equals, value = option.partition("=")
+        if key not in RUN_OPTIONS:
+            raise ValueError(f"run option {key!r} in the method spec {spec!r} is unknown; "
+                             f"allowed: {', '.join(RUN_OPTIONS)} (e.g. 'madry+ema=0.999').")
+        try:
+            chosen[key] = float(value) if equals else RUN_OPTIONS[key]
+        except ValueError:
+            chosen[key] = None
+        if chosen[key] is None or not 0.0 <= chosen[key] < 1.0:
+            raise ValueError(f"run option {key!r} in {spec!r} is a decay in [0, 1), got "
+                             f"{value!r}.")
+    return method, chosen
+
+
 def resolve(spec, epsilon, norm):
-    """`(name, arguments)` of a method spec at the benchmark's epsilon and norm."""
+    """`(name, arguments, run options)` of a benchmark spec at its epsilon and norm."""
     from keras_advreg import methods
 
-    name, _, arguments = methods.resolve(spec, defaults={"epsilon": epsilon, "norm": norm})
-    return name, arguments
+    method, options = run_options(spec)
+    name, _, arguments = methods.resolve(method, defaults={"epsilon": epsilon, "norm": norm})
+    return name, arguments, options
 
 
 def objective_of(spec, epsilon, norm):
     """The objective of a method spec, at the benchmark's epsilon and norm."""
     from keras_advreg import methods
 
-    return methods.resolve(spec, defaults={"epsilon": epsilon, "norm": norm})[1]
+    return methods.resolve(run_options(spec)[0],
+                           defaults={"epsilon": epsilon, "norm": norm})[1]
 
 
-def _train(spec, name, arguments, dataset, settings):
+def _train(spec, name, arguments, options, dataset, settings):
     """Trains one resolved method with `training.train`; returns (base model, fit seconds)."""
     from keras_advreg import training
 
@@ -50,7 +82,8 @@ def _train(spec, name, arguments, dataset, settings):
         name, arguments, dataset=settings["dataset"], arch="small_cnn",
         epochs=settings["epochs"], batch_size=settings["batch_size"], optimizer="adam",
         lr=settings["lr"], augment="none", epsilon_warmup=settings["epsilon_warmup"],
-        validation_examples=0, deterministic=False, seed=settings["seed"], presets=False)
+        validation_examples=0, deterministic=False, seed=settings["seed"], presets=False,
+        ema=options.get("ema"))
     result = training.train(config, dataset=dataset, verbose=0,
                             callbacks=[_epoch_bar(spec, settings["epochs"])])
     return result.base_model, result.fit_seconds
@@ -105,8 +138,10 @@ def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epoch
         lr: Adam's learning rate.
         epsilon_warmup: epochs of epsilon ramp.
         n_examples: test examples attacked per model.
-        methods: method specs "name" or "name:key=value,..."; the first must be
-            "standard" (the baseline of the ratios).
+        methods: method specs "name" or "name:key=value,...", optionally with run
+            options after a "+" ("madry+ema" averages the weights with decay
+            0.999, "madry+ema=0.995"); the first must be "standard" (the
+            baseline of the ratios).
         seed: the random seed.
         command_line: the command recorded in results.md.
 
@@ -316,7 +351,8 @@ def add_parser(commands):
     parser.add_argument("--n-examples", type=int, default=200,
                         help="test examples attacked per model (default: 200)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help="method specs, 'name' or 'name:key=value,...'; the first must "
+                        help="method specs, 'name' or 'name:key=value,...', '+ema[=DECAY]' "
+                             "after one averages its weights (decay 0.999); the first must "
                              "be standard (default: all, with both penalties and lambdas)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True,

@@ -398,6 +398,9 @@ def test_evaluate_without_epsilon_or_config_is_an_error(tmp_path, capsys):
                       "takes: epsilon"),
     ("madry:steps", "'steps' in 'madry:steps' must be key=value"),
     ("madri", "unknown method 'madri'"),
+    ("madry+emma", "run option 'emma' in the method spec 'madry+emma' is unknown; allowed: ema"),
+    ("madry+ema=1", "run option 'ema' in 'madry+ema=1' is a decay in [0, 1), got '1'"),
+    ("madry+ema=fast", "is a decay in [0, 1), got 'fast'"),
 ])
 def test_benchmark_method_specs_get_named_errors_before_training(spec, fragment, tmp_path,
                                                                  capsys):
@@ -405,3 +408,24 @@ def test_benchmark_method_specs_get_named_errors_before_training(spec, fragment,
     assert code == 2
     assert fragment in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_ema_option_trains_with_the_weight_average(tmp_path, monkeypatch):
+    from keras_advreg import benchmark, training
+
+    configs = []
+
+    def fake_train(config, **kwargs):
+        configs.append(config)
+        raise RuntimeError("stop after the configuration")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    name, arguments, options = benchmark.resolve("madry:steps=2+ema=0.995", 0.1, "linf")
+    assert (name, arguments["steps"], options) == ("madry", 2, {"ema": 0.995})
+    with pytest.raises(RuntimeError, match="stop after"):
+        benchmark._train("madry:steps=2+ema=0.995", name, arguments, options, None,
+                         {"dataset": "digits", "epochs": 1, "batch_size": 8, "lr": 1e-3,
+                          "epsilon_warmup": 0, "seed": 0})
+    assert configs[0].ema == 0.995 and configs[0].method == "madry"
+    assert benchmark.resolve("madry", 0.1, "linf")[2] == {}
+    assert benchmark.run_options("madry+ema") == ("madry", {"ema": 0.999})
