@@ -6,7 +6,6 @@ writes `results.md` (the table, the command, the versions), `results.json` and
 `robustness_curves.png` (every method's curve in one plot).
 """
 
-import json
 import os
 import sys
 import time
@@ -185,8 +184,8 @@ def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epoch
     settings["versions"] = identity.versions()
     os.makedirs(out, exist_ok=True)
     _plot(rows, settings, os.path.join(out, "robustness_curves.png"))
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"rows": rows, "wall_time_s": wall, "settings": settings}, f, indent=2)
+    run_folder.write_json(os.path.join(out, "results.json"),
+                          {"rows": rows, "wall_time_s": wall, "settings": settings})
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(rows, settings, wall))
     print(f"\nWrote {out}/results.md, results.json, robustness_curves.png "

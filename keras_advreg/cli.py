@@ -37,6 +37,8 @@ _METHOD_FLAGS = [
     ("--h", "h", float, "finite-difference step of the finite_difference penalty"),
     ("--sigma", "sigma", float, "std of the training noise of gaussian_augmentation (randomized "
                                 "smoothing)"),
+    ("--gamma", "gamma", float, "size of the adversarial weight perturbation relative to each "
+                                "weight norm (madry_awp, trades_awp)"),
 ]
 
 

@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 
-from keras_advreg import catalog
+from keras_advreg import catalog, run_folder
 from keras_advreg.run_folder import StagedOutput
 from keras_advreg.saving import load_model
 
@@ -62,12 +62,12 @@ def _evaluation_defaults(args):
 
 def _check_model_fits(model, path, dataset):
     """Raises unless the model takes the dataset's images and has one logit per class."""
-    from keras_advreg import data_checks
+    from keras_advreg import checks
 
     model_name, data_name = f"model file {path!r}", f"dataset {dataset.name!r}"
-    data_checks.check_input_shape(model, dataset.input_shape, model_name, data_name)
+    checks.check_input_shape(model, dataset.input_shape, model_name, data_name)
     outputs = model(dataset.x_test[:1], training=False)
-    data_checks.check_num_classes(outputs.shape[-1], dataset.num_classes, model_name, data_name)
+    checks.check_num_classes(outputs.shape[-1], dataset.num_classes, model_name, data_name)
 
 
 def evaluate(args):
@@ -167,7 +167,7 @@ def certify(args):
         results = evaluation.certify_examples(smoothed, x, y, n0=args.n0, n=args.n,
                                               alpha=args.alpha, seed=args.seed, progress=True)
         summary = evaluation.certification_results(results, y, radii)
-        _write_json(os.path.join(staging, "certify.json"), {
+        run_folder.write_json(os.path.join(staging, "certify.json"), {
             "sigma": args.sigma, "n0": args.n0, "n": args.n, "alpha": args.alpha,
             "seed": args.seed, "dataset": args.dataset, **summary,
             "command_line": args.command_line, "versions": identity.versions()})
@@ -193,12 +193,9 @@ def run_benchmark(args):
 
 def run_sweep(args):
     """Grid search of one method argument on a held-out part of the training data."""
-    from keras_advreg import run_folder, sweep
+    from keras_advreg import sweep
 
     run_folder.check_output(args.out)
     sweep.run(args)
 
 
-def _write_json(path, payload):
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=float)

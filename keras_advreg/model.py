@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks, data_checks, distribute
+from keras_advreg import checks, distribute
 from keras_advreg.attacks import losses
 from keras_advreg.objectives import CleanLoss, StepContext
 
@@ -282,12 +282,12 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if num_classes is not None:
             num_classes = checks.integer("num_classes", num_classes, minimum=2)
         common = {"box": box, "attacks": self.attacks, "num_classes": num_classes}
-        data_checks.check_data(self.base_model, x, y, **common)
+        checks.check_data(self.base_model, x, y, **common)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
-            data_checks.check_data(self.base_model, validation_data[0], validation_data[1],
+            checks.check_data(self.base_model, validation_data[0], validation_data[1],
                                    argument="validation_data", all_classes=False, **common)
         elif validation_data is not None:
-            data_checks.check_data(self.base_model, validation_data, None,
+            checks.check_data(self.base_model, validation_data, None,
                                    argument="validation_data", all_classes=False, **common)
 
     def get_config(self):

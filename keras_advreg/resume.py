@@ -39,9 +39,7 @@ class _EpochHistory(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         history = read_history(self.path)
         history[str(epoch)] = {k: float(v) for k, v in (logs or {}).items()}
-        with open(self.path + ".tmp", "w") as f:
-            json.dump(history, f)
-        run_folder.replace_durably(self.path + ".tmp", self.path)
+        run_folder.write_json(self.path, history, indent=None)
 
 
 class _AtomicBackup(keras.callbacks.Callback):

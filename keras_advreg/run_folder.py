@@ -3,12 +3,14 @@
 A run's files must survive a crash at any instant and never mix with another
 run's: `check_output` refuses an unusable `--out` up front, `FolderLock` keeps a
 second run out of a folder in use, `replace_durably` moves a finished file
-into place so that readers see either the old file or the new one, whole, and
-`StagedOutput` puts the three together for a command's outputs.
+into place so that readers see either the old file or the new one, whole,
+`write_json` writes every JSON file of a run that way, and `StagedOutput` puts
+them together for a command's outputs.
 """
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import sys
@@ -100,6 +102,28 @@ def replace_durably(source, target):
             os.fsync(f.fileno())
     os.replace(source, target)
     fsync_folder(os.path.dirname(os.path.abspath(target)))
+
+
+def write_json(path, payload, indent=2):
+    """Writes `payload` as JSON to `path`, whole or not at all (`replace_durably`).
+
+    NumPy scalars and arrays become numbers and lists, tuples and sets lists,
+    other objects their `str` (a path, a dtype, a policy).
+    """
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(payload, f, indent=indent, default=_plain)
+    replace_durably(temporary, path)
+
+
+def _plain(value):
+    if hasattr(value, "numpy"):  # eager tensors
+        value = value.numpy()
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays
+        return value.tolist()
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    return str(value)
 
 
 def fsync_folder(folder):

@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from keras_advreg import run_folder
+
 CRITERIA = ("robust_accuracy", "clean_accuracy")
 
 
@@ -85,8 +87,7 @@ class SweepResult:
     def save(self, directory):
         """Writes `sweep.json` and `sweep.md` into `directory` (created if needed)."""
         os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "sweep.json"), "w") as f:
-            json.dump(self.to_dict(), f, indent=2, default=_json_default)
+        run_folder.write_json(os.path.join(directory, "sweep.json"), self.to_dict())
         with open(os.path.join(directory, "sweep.md"), "w") as f:
             f.write(self.to_markdown())
         return directory
@@ -103,14 +104,6 @@ class SweepResult:
     def __repr__(self):
         return (f"SweepResult({self.config.get('parameter')}={self.best_value!r}, "
                 f"{len(self.rows)} rows)")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    return str(value)
 
 
 def validation_split(x, y, fraction, seed):

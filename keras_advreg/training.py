@@ -360,9 +360,9 @@ def train(config, out=None, *, dataset=None, callbacks=(), restart=False, logdir
             problems = health.problems if health else []
             if chief and out is not None:
                 base.save(os.path.join(staging, "model.keras"))
-                _write_json(os.path.join(staging, "history.json"),
+                run_folder.write_json(os.path.join(staging, "history.json"),
                             {**history, "health": problems})
-                _write_json(os.path.join(staging, "config.json"), {
+                run_folder.write_json(os.path.join(staging, "config.json"), {
                     **(record or {}), **backup_config, "method": name,
                     "method_arguments": arguments, "preset_defaults": filled,
                     "health": problems,
@@ -379,11 +379,6 @@ def train(config, out=None, *, dataset=None, callbacks=(), restart=False, logdir
                        seconds, chief)
 
 
-def _write_json(path, payload):
-    import json
-
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=str)
 
 
 def _optimizer(config, steps_per_epoch):

@@ -63,6 +63,8 @@ def test_evaluate_writes_report(trained_dir, tmp_path, capsys):
     (["--method", "madry", "--steps", "0"], "steps"),
     (["--method", "madry", "--beta", "6"], "--beta is not an argument of method 'madry'"),
     (["--method", "trades", "--beta", "-1"], "beta"),
+    (["--method", "madry", "--gamma", "0.01"], "--gamma is not an argument of method 'madry'"),
+    (["--method", "madry_awp", "--gamma", "-0.01"], "gamma"),
     (["--dataset", "imagenet"], "dataset"),
     (["--dataset", "/no/such/file.npz"], "does not exist"),
     (["--epochs", "0"], "epochs"),
@@ -341,6 +343,8 @@ def test_train_help_shows_each_methods_defaults(capsys):
             "trades_awp;") in text
     assert "7 for madry, madry_awp, hybrid, gfa; 1 for mixed, arr; 10 for trades, mart" in text
     assert "l2 for gradient_regularization" in text
+    assert ("--gamma GAMMA size of the adversarial weight perturbation relative to each weight "
+            "norm (madry_awp, trades_awp); default: the method's: 0.005") in text
 
 
 def test_benchmark_needs_out(capsys):
@@ -429,3 +433,16 @@ def test_benchmark_ema_option_trains_with_the_weight_average(tmp_path, monkeypat
     assert configs[0].ema == 0.995 and configs[0].method == "madry"
     assert benchmark.resolve("madry", 0.1, "linf")[2] == {}
     assert benchmark.run_options("madry+ema") == ("madry", {"ema": 0.999})
+
+
+def test_gamma_sets_the_weight_perturbation_of_awp(tmp_path):
+    from keras_advreg import methods
+
+    out = tmp_path / "awp"
+    code = cli.main(["train", "--method", "madry_awp", "--gamma", "0.02", "--steps", "1",
+                     "--epsilon", "0.1", "--out", str(out), *FAST_TRAIN])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method_arguments"]["gamma"] == 0.02
+    _, objective, _ = methods.resolve("madry_awp", config["method_arguments"])
+    assert objective.weight_perturbation.gamma == 0.02

@@ -163,3 +163,33 @@ def test_crash_after_training_keeps_the_backup_and_trains_no_more(tmp_path, monk
         np.testing.assert_array_equal(a, b)
     history = json.loads((out / "history.json").read_text())
     assert history == json.loads((tmp_path / "straight" / "history.json").read_text())
+
+
+def test_write_json_writes_numpy_tensors_and_tuples_as_plain_json(tmp_path):
+    import tensorflow as tf
+
+    from keras_advreg import run_folder
+
+    path = str(tmp_path / "out.json")
+    run_folder.write_json(path, {"scalar": np.float32(0.25), "array": np.arange(3),
+                                 "tensor": tf.constant([1.5, 2.0]), "pair": (1, 2),
+                                 "dtype": np.dtype("float32")})
+    assert json.loads(open(path).read()) == {"scalar": 0.25, "array": [0, 1, 2],
+                                             "tensor": [1.5, 2.0], "pair": [1, 2],
+                                             "dtype": "float32"}
+    assert os.listdir(tmp_path) == ["out.json"]  # the temporary file was moved into place
+
+
+def test_write_json_failing_midway_keeps_the_old_file(tmp_path):
+    from keras_advreg import run_folder
+
+    path = str(tmp_path / "out.json")
+    run_folder.write_json(path, {"epoch": 1})
+
+    class Unwritable:
+        def __str__(self):
+            raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_folder.write_json(path, {"epoch": 2, "bad": Unwritable()})
+    assert json.loads(open(path).read()) == {"epoch": 1}

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_advreg import checks, data_checks
+from keras_advreg import checks
 from keras_advreg.attacks import PGD
 from keras_advreg.callbacks.robust_accuracy_monitor import (attacked_model,
                                                             robust_accuracy_fn)
@@ -35,7 +35,7 @@ class CatastrophicOverfittingGuard(keras.callbacks.Callback):
     def __init__(self, x, y, epsilon, threshold=0.2, attack=None, name="pgd_accuracy"):
         super().__init__()
         self.x = np.asarray(x, np.float32)
-        self.y = data_checks.sparse_labels(y)
+        self.y = checks.sparse_labels(y)
         self.epsilon = checks.number("epsilon", epsilon, strict=True)
         self.threshold = checks.number("threshold", threshold, maximum=1.0)
         self.attack = attack if attack is not None else PGD(epsilon=self.epsilon, steps=10)

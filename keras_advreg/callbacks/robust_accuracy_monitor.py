@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks, data_checks
+from keras_advreg import checks
 from keras_advreg.attacks import PGD
 
 
@@ -85,7 +85,7 @@ class RobustAccuracyMonitor(keras.callbacks.Callback):
     def __init__(self, x, y, attack=None, every=1, name="val_robust_accuracy", epsilon=None):
         super().__init__()
         self.x = np.asarray(x, np.float32)
-        self.y = data_checks.sparse_labels(y)
+        self.y = checks.sparse_labels(y)
         self.epsilon = None if epsilon is None else checks.number("epsilon", epsilon, strict=True)
         self.every = checks.integer("every", every, minimum=1)
         self.name = name

@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 
-from keras_advreg import checks, data_checks
+from keras_advreg import checks
 from keras_advreg.attacks import PGD
 from keras_advreg.callbacks.robust_accuracy_monitor import (attacked_model,
                                                             robust_accuracy_fn)
@@ -82,7 +82,7 @@ class TrainingHealthMonitor(keras.callbacks.Callback):
                 raise ValueError("TrainingHealthMonitor: `x` needs `y` and `epsilon` for the "
                                  "PGD check of catastrophic overfitting.")
             self.x = np.asarray(x, np.float32)
-            self.y = data_checks.sparse_labels(y)
+            self.y = checks.sparse_labels(y)
             epsilon = checks.number("epsilon", epsilon, strict=True)
             self._pgd_accuracy = robust_accuracy_fn(PGD(epsilon=epsilon, steps=10),
                                                     self.x.shape[1:])

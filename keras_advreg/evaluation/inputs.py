@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks, data_checks
+from keras_advreg import checks
 
 
 def as_arrays(data, n_examples=None):
@@ -34,13 +34,13 @@ def as_arrays(data, n_examples=None):
                          f"of `(x, y)` batches, got {type(data).__name__}.")
     if len(x) != len(y):
         raise ValueError(f"`x` and `y` differ in length: {len(x)} vs {len(y)}.")
-    data_checks.check_not_empty(x, "data")
-    data_checks.check_label_dtype(y, "data")
+    checks.check_not_empty(x, "data")
+    checks.check_label_dtype(y, "data")
     if n_examples is not None:
         n_examples = checks.integer("n_examples", n_examples, minimum=1)
         if n_examples > len(x):
             raise ValueError(f"`n_examples`={n_examples} is larger than the data ({len(x)} examples).")
         x, y = x[:n_examples], y[:n_examples]
     x = x.astype(np.float32)
-    data_checks.check_finite(x, "data")
+    checks.check_finite(x, "data")
     return x, y

@@ -4,7 +4,7 @@ Each check is a function of the evidence gathered by `evaluate_robustness`
 returning `{name, passed, detail}`; `ADVICE` says what to do when it fails.
 """
 
-from keras_advreg import data_checks
+from keras_advreg import checks
 
 # What to do when a check fails, shown in the warning and in report.md.
 ADVICE = {
@@ -97,7 +97,7 @@ def gradients(evidence):
 
 def logits(evidence):
     z = evidence["logits"]
-    probabilities = data_checks.look_like_probabilities(z)
+    probabilities = checks.look_like_probabilities(z)
     return _result("outputs_are_logits", not probabilities,
                    "outputs look like probabilities (in [0, 1], rows sum to 1)" if probabilities
                    else f"outputs in [{z.min():.3g}, {z.max():.3g}], not a probability simplex")

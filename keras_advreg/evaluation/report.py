@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from keras_advreg import run_folder
 from keras_advreg.evaluation import comparison, per_example
 from keras_advreg.evaluation.masking_checks import failure_messages
 from keras_advreg.evaluation.identity import markdown_header
@@ -78,8 +79,7 @@ class RobustnessReport:
     def save(self, directory):
         """Writes the report's files (see the class docstring) into `directory`."""
         os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, JSON_NAME), "w") as f:
-            json.dump(self._results, f, indent=2)
+        run_folder.write_json(os.path.join(directory, JSON_NAME), self._results)
         with open(os.path.join(directory, MARKDOWN_NAME), "w") as f:
             f.write(self.markdown())
         with open(os.path.join(directory, HTML_NAME), "w") as f:

@@ -140,7 +140,7 @@ class ChunkStore:
                     f"arguments, model and data to resume, or discard them (restart=True; "
                     f"the CLI's --restart).")
         else:
-            _write_json(path, fingerprint)
+            run_folder.write_json(path, fingerprint)
         return self
 
     def run(self, key, index, compute, on_reused=None):
@@ -183,8 +183,3 @@ class ChunkStore:
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
-def _write_json(path, payload):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(payload, f, indent=2)
-    run_folder.replace_durably(temporary, path)

@@ -6,7 +6,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_advreg import checks, data_checks
+from keras_advreg import checks
 from keras_advreg.attacks import APGD, FAB, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
 from keras_advreg.evaluation import (comparison, curves, escalation, inputs, per_example,
@@ -372,8 +372,8 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
         num_classes = checks.integer("num_classes", num_classes, minimum=2)
     baseline = _baseline_dict(baseline)
     x, y_raw = inputs.as_arrays(data, n_examples)
-    data_checks.check_box(x, clip, "data", tolerance=1e-6)
-    data_checks.check_input_shape(model, x.shape[1:], data_name="`data`")
+    checks.check_box(x, clip, "data", tolerance=1e-6)
+    checks.check_input_shape(model, x.shape[1:], data_name="`data`")
     checks.radius(epsilon, norm, *clip, input_size=int(np.prod(x.shape[1:])))
     keras.utils.set_random_seed(seed)
 
@@ -390,8 +390,8 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
     if logits.ndim != 2:
         raise ValueError(f"The model must output logits of shape (batch, classes), got {logits.shape}.")
     if num_classes is not None:
-        data_checks.check_num_classes(logits.shape[1], num_classes, data_name="`data`")
-    y = data_checks.checked_labels(y_raw, logits.shape[1], "data")
+        checks.check_num_classes(logits.shape[1], num_classes, data_name="`data`")
+    y = checks.checked_labels(y_raw, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
     random = randomness.randomness(logits, runner.logits(x))
     attacks, suite_used = _suite_for(random, suite, attacks, epsilon, norm, clip)
