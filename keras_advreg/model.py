@@ -62,7 +62,9 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
             other inputs pass through unchanged. The attacks then run on the
             packed perturbed features (`inputs.PackedModel`) under the joint
             norm over them, and the spec's boxes replace the attacks' own
-            `clip_min`/`clip_max`. See docs/multi_input.md.
+            `clip_min`/`clip_max`. See docs/multi_input.md. When None, the
+            one `objective` names (`methods.from_nsl_config` with NSL's
+            feature names or `feature_mask`), if any.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -102,7 +104,8 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if perturb is not None and not isinstance(perturb, PerturbSpec):
             raise ValueError(f"`perturb` must be None or a keras_advreg.inputs.PerturbSpec, "
                              f"got {perturb!r}.")
-        self.perturb = perturb
+        self.perturb = perturb if perturb is not None else getattr(objective, "perturb", None)
+        perturb = self.perturb
         if perturb is not None:
             perturb.bind(base_model)
         # Each attack with the spec's boxes (in packed units), by the original's id.
