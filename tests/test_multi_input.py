@@ -242,3 +242,26 @@ def test_from_nsl_config_maps_feature_mask_and_names():
         nsl.from_nsl_config(feature_mask=mask)
     with pytest.raises(ValueError, match="feature_mask"):
         nsl.from_nsl_config(feature_mask=mask, feature_names=["a", "b"])
+
+
+def test_evaluate_robustness_of_a_dict_input_model():
+    from keras_advreg.attacks import APGD, FAB, DeepFool, Square  # noqa: F401
+
+    base = _dict_model()
+    spec = PerturbSpec(["numeric"], mask={"numeric": [1, 1, 1, 0, 1]})
+    suite = [APGD(0.2, steps=10), APGD(0.2, steps=10, loss="targeted_dlr", n_target_classes=2),
+             FAB(0.2, steps=10, targeted=True, n_target_classes=2), Square(0.2, n_queries=30)]
+    report = kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, suite=suite, perturb=spec,
+                                                progress=False, batch_size=10)
+    assert list(report.attacks) == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    assert report.robust_accuracy <= min(report.pgd20, *report.attacks.values())
+    assert report.robust_accuracy <= report.clean_accuracy and report.n_examples == 24
+    # A whole-box budget breaks every point the numeric features can flip; the
+    # fast suite (PGD-20, APGD-CE) runs by name.
+    fast = kar.evaluation.evaluate_robustness(base, (X, Y), 1.0, suite="fast", perturb=spec,
+                                              progress=False)
+    assert fast.robust_accuracy <= report.robust_accuracy
+    with pytest.raises(ValueError, match="perturb"):
+        kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, progress=False)
+    with pytest.raises(ValueError, match="hessian"):
+        kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, perturb=spec, hessian=True)
