@@ -264,7 +264,11 @@ class PackedModel:
                 raise ValueError(f"`perturb` names {spec.inputs}, but the model takes one "
                                  f"input: name that one (or position 0).")
             inputs = {spec.inputs[0]: inputs}
-        self.inputs = inputs
+        # Keras refuses a mix of tensors and arrays: every input becomes a tensor (same values).
+        self.inputs = (dict if isinstance(inputs, dict) else type(inputs))(
+            tf.nest.map_structure(tf.convert_to_tensor, dict(inputs) if isinstance(
+                inputs, dict) else list(inputs)))
+        inputs = self.inputs
         keys = list(inputs) if isinstance(inputs, dict) else list(range(len(inputs)))
         for name in spec.inputs:
             if name not in keys:
