@@ -101,8 +101,12 @@ def evaluate_multi_input(model, data, perturb, epsilon, attacks, norm, n_example
     packed_attacks = [perturb.attack_for(a) for a in attacks]
     pgd = perturb.attack_for(_pgd(epsilon, norm, perturb.hull()))
 
+    # One trace per attack: a None batch dimension serves every batch and subset.
+    x_spec = tf.nest.map_structure(lambda v: tf.TensorSpec([None, *v.shape[1:]], v.dtype), x)
+    signature = [x_spec, tf.TensorSpec([None], tf.int32)]
+
     def fooled_fn(attack):
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=signature)
         def fooled(xb, yb):
             adapter = PackedModel(model, perturb, xb)
             logits = logits_of(adapter, attack(adapter, adapter.points, yb))
