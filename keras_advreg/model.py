@@ -232,7 +232,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         return weighted, total
 
     def _update_metrics(self, context, weighted, total):
-        batch_size = tf.shape(context.x)[0]
+        batch_size = tf.shape(tf.nest.flatten(context.x)[0])[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
         for name, value in weighted.items():
             self.term_trackers[name].update_state(value, sample_weight=batch_size)

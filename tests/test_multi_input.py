@@ -265,3 +265,11 @@ def test_evaluate_robustness_of_a_dict_input_model():
         kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, progress=False)
     with pytest.raises(ValueError, match="hessian"):
         kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, perturb=spec, hessian=True)
+
+
+def test_dict_input_model_without_perturb():
+    plain = _compiled(kar.AdvRegModel(_dict_model(), kar.methods.standard()))
+    assert np.isfinite(plain.fit(X, Y, batch_size=8, verbose=0).history["loss"][-1])
+    attacked = _compiled(kar.AdvRegModel(_dict_model(), kar.methods.madry(epsilon=0.1, steps=1)))
+    with pytest.raises(ValueError, match="perturb"):
+        attacked.fit(X, Y, batch_size=8, verbose=0)

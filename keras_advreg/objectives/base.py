@@ -90,8 +90,16 @@ class StepContext:
         spec = getattr(model, "perturb", None)
         # A multi-input model is attacked through its packed single-tensor adapter.
         self.packed = None if spec is None else PackedModel(model.base_model, spec, x)
-        self.x = (tf.convert_to_tensor(x, dtype=tf.float32) if self.packed is None
-                  else self.packed.points)
+        if self.packed is not None:
+            self.x = self.packed.points
+        elif isinstance(x, (dict, list, tuple)):  # a multi-input model with no attack
+            if any(o.attack is not None for o in model.objectives):
+                raise ValueError("The model takes a dict or list of inputs: pass "
+                                 "`perturb=PerturbSpec(...)` to AdvRegModel, naming the inputs "
+                                 "the attacks perturb (keras_advreg.inputs).")
+            self.x = tf.nest.map_structure(tf.convert_to_tensor, x)
+        else:
+            self.x = tf.convert_to_tensor(x, dtype=tf.float32)
         self.y = y
         self.sample_weight = sample_weight
         self.training = training
