@@ -112,6 +112,10 @@ class PerturbSpec:
             if low is not None and high is not None and high <= low:
                 raise ValueError(f"`clip_max` must be > `clip_min` for input {n!r}, got "
                                  f"clip_min={low}, clip_max={high}.")
+        for argument, value in (("mask", mask), ("epsilon_scale", epsilon_scale)):
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"`{argument}` must be None or a dict from input name (or "
+                                 f"position) to its value, got {type(value).__name__}.")
         masks = _per_input("mask", mask or {}, self.inputs, None)
         self.mask = {n: self._checked_mask(n, m) for n, m in masks.items() if m is not None}
         scales = _per_input("epsilon_scale", epsilon_scale or {}, self.inputs, 1.0)
@@ -315,7 +319,7 @@ class PackedModel:
         out = dict(self.inputs) if isinstance(self.inputs, dict) else list(self.inputs)
         offset = 0
         for part in self._parts:
-            values = z[:, offset:offset + part["size"]]
+            values = z if len(self._parts) == 1 else z[:, offset:offset + part["size"]]
             offset += part["size"]
             if part["box"] is not None:
                 values = tf.clip_by_value(values, *part["box"])
