@@ -170,10 +170,12 @@ class PerturbSpec:
 
     def attack_for(self, attack):
         """A copy of `attack` whose box is `hull()`: it then attacks packed points."""
+        from keras_advreg.attacks import CarliniWagner
+
         low, high = self.hull()
-        if type(attack).__name__ == "CarliniWagnerL2" and self.unbounded():
+        if isinstance(attack, CarliniWagner) and self.unbounded():
             raise ValueError("`perturb` leaves an input unbounded (clip_min or clip_max None), "
-                             "which CarliniWagnerL2's tanh box parametrization cannot "
+                             "which CarliniWagner's tanh box parametrization cannot "
                              "represent: give finite boxes or another attack.")
         if (attack.clip_min, attack.clip_max) == (low, high):
             return attack

@@ -273,3 +273,81 @@ def test_dict_input_model_without_perturb():
     attacked = _compiled(kar.AdvRegModel(_dict_model(), kar.methods.madry(epsilon=0.1, steps=1)))
     with pytest.raises(ValueError, match="perturb"):
         attacked.fit(X, Y, batch_size=8, verbose=0)
+
+
+def _attack_cases():
+    """Every exported attack and norm it takes, with small budgets (as the attack contract)."""
+    import inspect
+
+    from keras_advreg import attacks, checks
+
+    budgets = {"steps": 3, "n_queries": 12, "binary_search_steps": 2, "restarts": 1,
+               "n_target_classes": 2}
+    epsilons = {"linf": 0.1, "l2": 0.5, "l1": 1.0}
+    classes = sorted((v for v in vars(attacks).values() if inspect.isclass(v)
+                      and issubclass(v, attacks.Attack) and v is not attacks.Attack),
+                     key=lambda cls: cls.__name__)
+    for cls in classes:
+        parameters = inspect.signature(cls).parameters
+        for norm in (checks.ATTACK_NORMS if "norm" in parameters else ("l2",)):
+            kwargs = {k: v for k, v in budgets.items() if k in parameters}
+            kwargs.update(epsilon=epsilons[norm], **({"norm": norm} if "norm" in parameters
+                                                     else {}))
+            for box in ("unit", "unbounded"):
+                yield pytest.param(cls, kwargs, box, id=f"{cls.__name__}-{norm}-{box}")
+
+
+@pytest.mark.parametrize("cls, kwargs, box", list(_attack_cases()))
+def test_every_attack_through_the_adapter(cls, kwargs, box):
+    try:
+        attack = cls(**kwargs)
+    except ValueError as error:  # Square has no l1 version
+        assert "l1" in str(error)
+        pytest.skip(str(error))
+    image = keras.Input((4, 4, 1), name="image")
+    side = keras.Input((3,), name="side")
+    ids = keras.Input((1,), name="ids", dtype="int32")
+    features = keras.layers.Concatenate()([
+        keras.layers.Flatten()(image), side,
+        keras.layers.Flatten()(keras.layers.Embedding(4, 2)(ids))])
+    base = keras.Model({"image": image, "side": side, "ids": ids}, keras.layers.Dense(3)(
+        keras.layers.Dense(8, activation="relu")(features)))
+    x = {"image": RNG.random((8, 4, 4, 1)).astype("float32"),
+         "side": RNG.random((8, 3)).astype("float32"),
+         "ids": RNG.integers(0, 4, (8, 1)).astype("int32")}
+    y = np.arange(8) % 3
+    mask = np.ones((4, 4, 1))
+    mask[0] = 0  # the first row never moves
+    bounds = (0.0, 1.0) if box == "unit" else (None, None)
+    spec = PerturbSpec(["image"], clip_min=bounds[0], clip_max=bounds[1], mask={"image": mask})
+    if cls.__name__ == "CarliniWagner" and box == "unbounded":
+        with pytest.raises(ValueError, match="unbounded"):
+            spec.attack_for(attack)
+        return
+    packed = PackedModel(base, spec, x)
+    seed = tf.constant([[5, i] for i in range(8)], tf.int64)
+    adversarial = packed.unpack(spec.attack_for(attack)(packed, packed.points, y, scale=0.5,
+                                                        seed=seed))
+    np.testing.assert_array_equal(adversarial["side"].numpy(), x["side"])
+    np.testing.assert_array_equal(adversarial["ids"].numpy(), x["ids"])
+    image_adv = adversarial["image"].numpy()
+    np.testing.assert_array_equal(image_adv[:, 0], x["image"][:, 0])
+    assert np.all(np.isfinite(image_adv))
+    if box == "unit":
+        assert image_adv.min() >= 0.0 and image_adv.max() <= 1.0
+    if attack.epsilon > 0:  # DeepFool and CW without a radius are minimal-distance attacks
+        delta = (image_adv - x["image"]).reshape(8, -1).astype(np.float64)
+        size = {"linf": np.abs(delta).max(1), "l2": np.linalg.norm(delta, axis=1),
+                "l1": np.abs(delta).sum(1)}[attack.norm]
+        assert np.all(size <= attack.epsilon * 0.5 * (1 + 1e-5) + 1e-6)
+
+
+def test_l1_projection_with_an_unbounded_box_equals_the_finite_one():
+    from keras_advreg.attacks import geometry
+
+    delta = tf.constant(RNG.normal(size=(4, 20)).astype("float32"))
+    ones = tf.ones_like(delta)
+    finite = geometry.project_l1_box(delta, 1.0, -10.0 * ones, 10.0 * ones).numpy()
+    unbounded = geometry.project_l1_box(delta, 1.0, -1e30 * ones, 1e30 * ones).numpy()
+    np.testing.assert_allclose(np.abs(finite).sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(unbounded, finite, atol=1e-6)
