@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_advreg import checks, data_checks, distribute
-from keras_advreg.inputs import PerturbSpec
 from keras_advreg.attacks import losses
+from keras_advreg.inputs import PerturbSpec
 from keras_advreg.objectives import CleanLoss, StepContext
 
 # Marks the in-graph assertion of `stop_on_nonfinite`, so `fit` can tell it from other errors.

@@ -214,8 +214,9 @@ def test_integer_inputs_cannot_be_perturbed():
 def test_single_input_model_with_a_mask():
     base = keras.Sequential([keras.Input((4,), name="pixels"), keras.layers.Dense(3)])
     x = RNG.random((6, 4)).astype("float32")
+    spec = PerturbSpec(["pixels"], mask={"pixels": [1, 0, 0, 1]})
     model = _compiled(kar.AdvRegModel(base, [kar.objectives.AdversarialLoss(
-        PGD(epsilon=0.2, steps=2))], perturb=PerturbSpec(["pixels"], mask={"pixels": [1, 0, 0, 1]})))
+        PGD(epsilon=0.2, steps=2))], perturb=spec))
     context = StepContext(model, tf.constant(x), Y[:6], None, training=False)
     adversarial = context.packed.unpack(context.inputs(model.attacks[0])).numpy()
     np.testing.assert_array_equal(adversarial[:, 1:3], x[:, 1:3])
@@ -245,7 +246,7 @@ def test_from_nsl_config_maps_feature_mask_and_names():
 
 
 def test_evaluate_robustness_of_a_dict_input_model():
-    from keras_advreg.attacks import APGD, FAB, DeepFool, Square  # noqa: F401
+    from keras_advreg.attacks import APGD, FAB, Square
 
     base = _dict_model()
     spec = PerturbSpec(["numeric"], mask={"numeric": [1, 1, 1, 0, 1]})
@@ -351,3 +352,14 @@ def test_l1_projection_with_an_unbounded_box_equals_the_finite_one():
     unbounded = geometry.project_l1_box(delta, 1.0, -1e30 * ones, 1e30 * ones).numpy()
     np.testing.assert_allclose(np.abs(finite).sum(1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(unbounded, finite, atol=1e-6)
+
+
+def test_fit_on_a_dataset_of_feature_dicts():
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+    model = _compiled(kar.AdvRegModel(_dict_model(), kar.methods.madry(epsilon=0.1, steps=2),
+                                      perturb=PerturbSpec("numeric")))
+    history = model.fit(dataset, validation_data=dataset, epochs=1, verbose=0).history
+    assert np.isfinite(history["val_loss"][0]) and 0.0 <= history["adv_accuracy"][0] <= 1.0
+    outside = {"numeric": X["numeric"] + 1.0, "category": X["category"]}
+    with pytest.raises(ValueError, match=r"x\['numeric'\]"):
+        model.fit(outside, Y, verbose=0)
