@@ -363,3 +363,18 @@ def test_fit_on_a_dataset_of_feature_dicts():
     outside = {"numeric": X["numeric"] + 1.0, "category": X["category"]}
     with pytest.raises(ValueError, match=r"x\['numeric'\]"):
         model.fit(outside, Y, verbose=0)
+
+
+def test_trains_under_mirrored_strategy():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = _compiled(kar.AdvRegModel(_dict_model(), kar.methods.madry(epsilon=0.1, steps=2),
+                                          perturb=PerturbSpec(["numeric"],
+                                                              mask={"numeric": [1, 1, 0, 1, 1]})))
+    history = model.fit(X, Y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and 0.0 <= history["adv_accuracy"][0] <= 1.0
+
+
+def test_robust_accuracy_monitor_refuses_feature_dicts():
+    with pytest.raises(ValueError, match="perturb"):
+        kar.callbacks.RobustAccuracyMonitor(X, Y, epsilon=0.1)
