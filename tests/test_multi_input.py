@@ -262,6 +262,11 @@ def test_evaluate_robustness_of_a_dict_input_model():
     fast = kar.evaluation.evaluate_robustness(base, (X, Y), 1.0, suite="fast", perturb=spec,
                                               progress=False)
     assert fast.robust_accuracy <= report.robust_accuracy
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(10)
+    first = kar.evaluation.evaluate_robustness(base, dataset, 0.2, suite=[PGD(0.2, steps=3)],
+                                               perturb=spec, n_examples=20, progress=False)
+    assert first.n_examples == 20 and first.robust_accuracy <= first.clean_accuracy
+    assert "curve" in first.not_computed
     with pytest.raises(ValueError, match="perturb"):
         kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, progress=False)
     with pytest.raises(ValueError, match="hessian"):
