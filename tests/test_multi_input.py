@@ -245,7 +245,7 @@ def test_from_nsl_config_maps_feature_mask_and_names():
         nsl.from_nsl_config(feature_mask=mask, feature_names=["a", "b"])
 
 
-def test_evaluate_robustness_of_a_dict_input_model():
+def test_evaluate_robustness_of_a_dict_input_model(tmp_path):
     from keras_advreg.attacks import APGD, FAB, Square
 
     base = _dict_model()
@@ -267,6 +267,9 @@ def test_evaluate_robustness_of_a_dict_input_model():
                                                perturb=spec, n_examples=20, progress=False)
     assert first.n_examples == 20 and first.robust_accuracy <= first.clean_accuracy
     assert "curve" in first.not_computed
+    first.save(str(tmp_path))
+    assert "robust_accuracy" in (tmp_path / "report.md").read_text()
+    assert kar.evaluation.RobustnessReport.load(str(tmp_path)).n_examples == 20
     with pytest.raises(ValueError, match="perturb"):
         kar.evaluation.evaluate_robustness(base, (X, Y), 0.2, progress=False)
     with pytest.raises(ValueError, match="hessian"):

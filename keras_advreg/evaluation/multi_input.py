@@ -8,6 +8,8 @@ bounds, DeepFool distances, resuming and `tf.distribute` need single-tensor
 inputs and are not run (the report's `not_computed` lists them).
 """
 
+import json
+import os
 import time
 
 import keras
@@ -16,6 +18,7 @@ import tensorflow as tf
 
 from keras_advreg import checks, data_checks
 from keras_advreg.attacks.base import logits_of
+from keras_advreg.evaluation.report import JSON_NAME, MARKDOWN_NAME, RobustnessReport
 from keras_advreg.inputs import PackedModel
 from keras_advreg.statistics import wilson_interval
 
@@ -150,3 +153,34 @@ def evaluate_multi_input(model, data, perturb, epsilon, attacks, norm, n_example
                             for key in ("clean_accuracy", "robust_accuracy", "pgd20")}
     results["wall_time_s"] = time.time() - start
     return results
+
+
+class MultiInputReport(RobustnessReport):
+    """The results of `evaluate_robustness(..., perturb=...)`: accuracies only.
+
+    `save(directory)` writes `report.json` (the keys of `to_dict()`) and a
+    short `report.md`; there is no curve to plot.
+    """
+
+    def markdown(self):
+        r = self._results
+        lines = [f"# Robustness of a multi-input model ({r['norm']}, epsilon {r['epsilon']:g}, "
+                 f"{r['n_examples']} examples)", "",
+                 f"Perturbed inputs: {r['multi_input']['perturb']['inputs']}; norm: "
+                 f"{r['multi_input']['norm']}.", "",
+                 "| | accuracy | 95% interval |", "|---|---|---|"]
+        for key in ("clean_accuracy", "robust_accuracy", "pgd20"):
+            low, high = r["intervals"][key]
+            lines.append(f"| {key} | {r[key]:.4f} | [{low:.4f}, {high:.4f}] |")
+        lines += [f"| after {name} | {value:.4f} | |" for name, value in r["attacks"].items()]
+        lines += ["", f"Not computed for multi-input models: {', '.join(r['not_computed'])}."]
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory):
+        """Writes `report.json` and `report.md` into `directory`."""
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, JSON_NAME), "w") as f:
+            json.dump(self._results, f, indent=2)
+        with open(os.path.join(directory, MARKDOWN_NAME), "w") as f:
+            f.write(self.markdown())
+        return directory

@@ -346,7 +346,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
             over the suite and PGD-20), `attacks`, `pgd20` and the intervals
             are computed (`not_computed` lists the rest); `epsilons`,
             `baseline`, `hessian`, `individual`, `save_adversarial`,
-            `resume_dir` and `strategy` must keep their defaults.
+            `resume_dir` and `strategy` must keep their defaults. The report is
+            a `MultiInputReport` (`save` writes report.json and report.md).
 
     Returns:
         A `RobustnessReport`.
@@ -398,7 +399,7 @@ def _evaluate_multi_input(model, data, perturb, epsilon, norm, suite, n_examples
         batch_size=checks.integer("batch_size", batch_size, minimum=1), seed=seed,
         suite_name=suite if isinstance(suite, str) else [attack_name(a) for a in attacks],
         attack_name=attack_name)
-    return RobustnessReport(results)
+    return multi_input.MultiInputReport(results)
 
 
 def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size, seed,
