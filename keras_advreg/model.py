@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_advreg import checks, distribute
 from keras_advreg.attacks import losses
+from keras_advreg.inputs import PerturbSpec
 from keras_advreg.objectives import CleanLoss, StepContext
 
 # Marks the in-graph assertion of `stop_on_nonfinite`, so `fit` can tell it from other errors.
@@ -55,6 +56,15 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
             `LossScaleOptimizer` only the terms are checked: it skips steps
             with overflowing scaled gradients itself. Off under XLA
             (`jit_compile=True`), which cannot compile the check's message.
+        perturb: None, or a `PerturbSpec` naming the inputs of a multi-input
+            base model (a dict of named inputs or a list) that the attacks
+            perturb, each in its own box and optionally under a mask; the
+            other inputs pass through unchanged. The attacks then run on the
+            packed perturbed features (`inputs.PackedModel`) under the joint
+            norm over them, and the spec's boxes replace the attacks' own
+            `clip_min`/`clip_max`. See docs/multi_input.md. When None, the
+            one `objective` names (`methods.from_nsl_config` with NSL's
+            feature names or `feature_mask`), if any.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -69,7 +79,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
     """
 
     def __init__(self, base_model, objective=None, seed=None, stop_on_nonfinite=True,
-                 weight_perturbation=None, **kwargs):
+                 weight_perturbation=None, perturb=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(base_model, keras.Model):
             raise ValueError(f"`base_model` must be a keras.Model, got {type(base_model).__name__}.")
@@ -91,6 +101,16 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if not names or len(set(names)) != len(names):
             raise ValueError(f"`objective` must hold terms with distinct names, got {names}.")
         self.attacks = [o.attack for o in self.objectives if o.attack is not None]
+        if perturb is not None and not isinstance(perturb, PerturbSpec):
+            raise ValueError(f"`perturb` must be None or a keras_advreg.inputs.PerturbSpec, "
+                             f"got {perturb!r}.")
+        self.perturb = perturb if perturb is not None else getattr(objective, "perturb", None)
+        perturb = self.perturb
+        if perturb is not None:
+            perturb.bind(base_model)
+        # Each attack with the spec's boxes (in packed units), by the original's id.
+        self.packed_attacks = ({} if perturb is None else
+                               {id(a): perturb.attack_for(a) for a in self.attacks})
         self.term_weights = {
             o.name: self.add_weight(name=f"{o.name}_weight", shape=(), trainable=False,
                                     initializer=keras.initializers.Constant(o.weight))
@@ -212,7 +232,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         return weighted, total
 
     def _update_metrics(self, context, weighted, total):
-        batch_size = tf.shape(context.x)[0]
+        batch_size = tf.shape(tf.nest.flatten(context.x)[0])[0]
         self._loss_tracker.update_state(total, sample_weight=batch_size)
         for name, value in weighted.items():
             self.term_trackers[name].update_state(value, sample_weight=batch_size)
@@ -227,7 +247,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         """Logits at `point` from the step's forward passes, or an inference pass."""
         logits = context.computed_logits(point)
         if logits is None:
-            logits = self.base_model(context.inputs(point), training=False)
+            logits = context.base_model(context.inputs(point), training=False)
         return logits
 
     def fit(self, x=None, y=None, **kwargs):
@@ -277,6 +297,11 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
             num_classes: the number of classes; None takes the largest label
                 of the training arrays + 1.
         """
+        if self.perturb is not None:
+            for data in (x, validation_data[0] if isinstance(validation_data, (tuple, list))
+                         else validation_data):
+                _check_perturbed_data(self.perturb, data)
+            return
         box = ((min(a.clip_min for a in self.attacks), max(a.clip_max for a in self.attacks))
                if self.attacks else None)
         if num_classes is not None:
@@ -298,6 +323,8 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if self.weight_perturbation is not None:
             config["weight_perturbation"] = keras.saving.serialize_keras_object(
                 self.weight_perturbation)
+        if self.perturb is not None:
+            config["perturb"] = keras.saving.serialize_keras_object(self.perturb)
         return config
 
     @classmethod
@@ -308,4 +335,30 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if config.get("weight_perturbation") is not None:
             config["weight_perturbation"] = keras.saving.deserialize_keras_object(
                 config["weight_perturbation"])
+        if config.get("perturb") is not None:
+            config["perturb"] = keras.saving.deserialize_keras_object(config["perturb"])
         return cls(base_model, objective, **config)
+
+
+def _check_perturbed_data(spec, x):
+    """Raises if a perturbed input of `x` (arrays or a dataset's first batch) leaves its box."""
+    if isinstance(x, tf.data.Dataset):
+        element = next(iter(x.take(1)), None)
+        x = element[0] if isinstance(element, (tuple, list)) else element
+    if x is None:
+        return
+    if not isinstance(x, (dict, list, tuple)):
+        x = {spec.inputs[0]: x} if len(spec.inputs) == 1 else x
+    for name in spec.inputs:
+        try:
+            value = x[name]
+        except (KeyError, IndexError, TypeError):
+            keys = list(x) if isinstance(x, dict) else list(range(len(x)))
+            raise ValueError(f"`perturb` names input {name!r}, which the data does not "
+                             f"hold; its inputs are {keys}.") from None
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"`perturb` names input {name!r} of dtype {value.dtype}: only "
+                             f"float inputs can be perturbed.")
+        data_checks.check_finite(value, f"x[{name!r}]")
+        data_checks.check_box(value, spec.box(name), f"x[{name!r}]")

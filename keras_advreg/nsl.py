@@ -31,11 +31,11 @@ import numbers
 from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD, geometry
 from keras_advreg.attacks.base import register
+from keras_advreg.inputs import UNBOUNDED, PerturbSpec
 from keras_advreg.objectives import AdversarialLoss, CleanLoss
 
 # NSL does not clip when clip_value_min/max is None; keras_advreg attacks always
-# clip to a finite box, so None maps to this bound, far beyond any real input.
-UNBOUNDED = 1e30
+# clip to a finite box, so None maps to UNBOUNDED (1e30), far beyond any real input.
 
 _NSL_NORMS = {"infinity": "linf", "l2": "l2"}
 _NEIGHBOR_FIELDS = ("feature_mask", "adv_step_size", "adv_grad_norm", "clip_value_min",
@@ -75,7 +75,7 @@ class NSLPGD(PGD):
 def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
                     clip_value_min=None, clip_value_max=None, pgd_iterations=1,
                     pgd_epsilon=None, random_init=False, feature_mask=None,
-                    adv_neighbor_config=None):
+                    adv_neighbor_config=None, feature_names=None):
     """The keras_advreg objective equivalent to an NSL `AdvRegConfig`.
 
     The defaults are NSL's (`nsl.configs.make_adv_reg_config()`). Mapping:
@@ -100,8 +100,18 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
     random_init         `random_start=True`: uniform in the ball of radius
                         `pgd_epsilon`, or `adv_step_size` if that is None (as
                         NSL), then `pgd_iterations` gradient steps
-    feature_mask        must be None (not supported)
+    feature_mask        `PerturbSpec(mask=...)`: a dict from feature name to a 0/1
+                        mask (or one mask with one `feature_names` entry);
+                        masked features never move (NSL multiplies the gradient
+                        by the mask: the same for 0/1 masks)
+    (feature dict)      `feature_names`: the features NSL perturbs (its input
+                        dict minus `label_keys`) -> `PerturbSpec(inputs=...)`;
+                        the norm is joint over all of them, as NSL's
     ==================  ===========================================================
+
+    With `feature_names` or `feature_mask`, the returned list also carries
+    `perturb`, a `PerturbSpec` with NSL's clip values as every feature's box
+    (None: unbounded), which `AdvRegModel` uses when its own `perturb` is None.
 
     Remaining differences from NSL: the attack maximizes the softmax
     cross-entropy of the base model's logits with the model in inference mode
@@ -118,13 +128,20 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
         pgd_iterations: the number of gradient steps (>= 1).
         pgd_epsilon: the radius of the ball (> 0), or None.
         random_init: whether to start from a random point in the ball.
-        feature_mask: must be None.
+        feature_mask: None, a dict from feature name to a 0/1 mask
+            broadcastable to one example of that feature, or one such mask
+            when `feature_names` names one feature.
         adv_neighbor_config: an NSL `AdvNeighborConfig` (or a dict of its
             fields), so that `from_nsl_config(**vars(adv_reg_config))` works on
             an `AdvRegConfig`; its fields are then not passed as keywords.
+        feature_names: None (a single-tensor model: every feature is
+            perturbed), or the names (or list positions) of the model's
+            inputs NSL perturbed; default with a dict `feature_mask`: its keys.
 
     Returns:
-        `[CleanLoss(), AdversarialLoss(FGSM or PGD, weight=multiplier)]`.
+        `[CleanLoss(), AdversarialLoss(FGSM or PGD, weight=multiplier)]`;
+        with `feature_names` or `feature_mask`, a list with a `perturb`
+        attribute (`WithPerturbSpec`).
 
     Example:
 
@@ -160,9 +177,8 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
     random_init = fields["random_init"]
     if not isinstance(random_init, bool):
         raise ValueError(f"NSL field `random_init` must be True or False, got {random_init!r}.")
-    if fields["feature_mask"] is not None:
-        raise ValueError("NSL field `feature_mask` is not supported by keras_advreg: pass "
-                         "None and put any masking inside the model.")
+    perturb = _perturb_spec(feature_names, fields["feature_mask"], fields["clip_value_min"],
+                            fields["clip_value_max"])
 
     box = {"norm": norm, "clip_min": clip_min, "clip_max": clip_max}
     # Without `pgd_epsilon` NSL never projects onto a ball. In linf the box's width
@@ -180,7 +196,44 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
             attack = FGSM(epsilon=radius, step_size=step, **box)
         else:
             attack = PGD(epsilon=radius, step_size=step, steps=steps, random_start=False, **box)
-    return [CleanLoss(), AdversarialLoss(attack, weight=multiplier)]
+    objective = [CleanLoss(), AdversarialLoss(attack, weight=multiplier)]
+    return objective if perturb is None else WithPerturbSpec(objective, perturb)
+
+
+class WithPerturbSpec(list):
+    """A list of objectives that also names the inputs its attacks perturb (`perturb`).
+
+    What `from_nsl_config` returns for NSL feature dicts: `AdvRegModel` trains
+    with `perturb` when its own `perturb` argument is None.
+
+    Args:
+        objectives: the list of `Objective`s.
+        perturb: a `PerturbSpec`.
+    """
+
+    def __init__(self, objectives, perturb):
+        super().__init__(objectives)
+        self.perturb = perturb
+
+
+def _perturb_spec(feature_names, feature_mask, clip_value_min, clip_value_max):
+    """The `PerturbSpec` of NSL's perturbed features and `feature_mask`, or None."""
+    if feature_names is None and feature_mask is None:
+        return None
+    if feature_names is None:
+        if not isinstance(feature_mask, dict):
+            raise ValueError("NSL field `feature_mask` must be a dict from feature name to "
+                             "mask, or come with `feature_names` naming the one feature it "
+                             f"masks; got {type(feature_mask).__name__} without feature_names.")
+        feature_names = list(feature_mask)
+    names = feature_names if isinstance(feature_names, (list, tuple)) else [feature_names]
+    if feature_mask is not None and not isinstance(feature_mask, dict):
+        if len(names) != 1:
+            raise ValueError(f"NSL field `feature_mask` is one mask but `feature_names` names "
+                             f"{len(names)} features {list(names)}: give a dict of masks.")
+        feature_mask = {names[0]: feature_mask}
+    return PerturbSpec(list(names), clip_min=clip_value_min, clip_max=clip_value_max,
+                       mask=feature_mask)
 
 
 def _merge_neighbor_config(fields, config):

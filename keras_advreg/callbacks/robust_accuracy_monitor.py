@@ -84,6 +84,12 @@ class RobustAccuracyMonitor(keras.callbacks.Callback):
 
     def __init__(self, x, y, attack=None, every=1, name="val_robust_accuracy", epsilon=None):
         super().__init__()
+        if isinstance(x, dict) or (isinstance(x, (list, tuple)) and len(x)
+                                   and isinstance(x[0], (np.ndarray, tf.Tensor))
+                                   and len({np.shape(v)[1:] for v in x}) > 1):
+            raise ValueError("RobustAccuracyMonitor takes single-tensor inputs `x`; for a "
+                             "multi-input model evaluate with evaluate_robustness(..., "
+                             "perturb=PerturbSpec(...)) after training.")
         self.x = np.asarray(x, np.float32)
         self.y = checks.sparse_labels(y)
         self.epsilon = None if epsilon is None else checks.number("epsilon", epsilon, strict=True)

@@ -9,8 +9,8 @@ import numpy as np
 from keras_advreg import checks
 from keras_advreg.attacks import APGD, FAB, FGSM, PGD, Attack, DeepFool, Square
 from keras_advreg.evaluation import bounds as bounds_lib
-from keras_advreg.evaluation import (comparison, curves, escalation, inputs, per_example,
-                                     randomness, resumable)
+from keras_advreg.evaluation import (comparison, curves, escalation, inputs, multi_input,
+                                     per_example, randomness, resumable)
 from keras_advreg.evaluation import identity as identity_lib
 from keras_advreg.evaluation.masking_checks import failure_messages, run_checks
 from keras_advreg.evaluation.progress import StageProgress
@@ -255,7 +255,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
                         hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None,
                         individual=False, save_adversarial=False, model_path=None,
                         dataset=None, split=None, command_line=None, escalate=True,
-                        resume_dir=None, restart=False, strategy=None):
+                        resume_dir=None, restart=False, strategy=None, perturb=None):
     """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
 
     Runs the suite (each attack only on the points still robust, as
@@ -337,6 +337,17 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         strategy: None, or a `tf.distribute.Strategy` (e.g. `MirroredStrategy`)
             whose replicas share every batch; the per-example results are
             those of one device (to float rounding).
+        perturb: None, or a `PerturbSpec` for a model on a dict or list of
+            inputs (`data`'s x then a dict or list of arrays): the suite and
+            a stand-alone PGD-20 attack the inputs it names, each in its own
+            box, under the joint norm (docs/multi_input.md), through
+            `inputs.PackedModel`; the spec's boxes replace `clip_min` and
+            `clip_max`. Only `clean_accuracy`, `robust_accuracy` (worst case
+            over the suite and PGD-20), `attacks`, `pgd20` and the intervals
+            are computed (`not_computed` lists the rest); `epsilons`,
+            `baseline`, `hessian`, `individual`, `save_adversarial`,
+            `resume_dir` and `strategy` must keep their defaults. The report is
+            a `MultiInputReport` (`save` writes report.json and report.md).
 
     Returns:
         A `RobustnessReport`.
@@ -350,11 +361,45 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     >>> report.robust_accuracy <= report.clean_accuracy
     True
     """
+    if perturb is not None:
+        return _evaluate_multi_input(
+            model, data, perturb, epsilon, norm, suite, n_examples, batch_size, seed,
+            {"epsilons": (epsilons, None), "baseline": (baseline, None),
+             "hessian": (hessian, False), "individual": (individual, False),
+             "save_adversarial": (save_adversarial, False), "resume_dir": (resume_dir, None),
+             "strategy": (strategy, None)})
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (dict, list)):
+        raise ValueError("`data` holds a dict or list of inputs: pass `perturb=PerturbSpec(...)` "
+                         "naming the inputs to attack (keras_advreg.inputs).")
     with resumable.chunk_store(resume_dir, restart) as store:
         return _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size,
                          seed, baseline, progress, hessian, clip_min, clip_max, num_classes,
                          individual, save_adversarial, model_path, dataset, split, command_line,
                          escalate, store, strategy)
+
+
+def _evaluate_multi_input(model, data, perturb, epsilon, norm, suite, n_examples, batch_size,
+                          seed, unsupported):
+    """`evaluate_robustness` with `perturb`: the suite and PGD-20 through the adapter."""
+    from keras_advreg.inputs import PerturbSpec
+
+    if not isinstance(perturb, PerturbSpec):
+        raise ValueError(f"`perturb` must be None or a keras_advreg.inputs.PerturbSpec, "
+                         f"got {perturb!r}.")
+    given = [name for name, (value, default) in unsupported.items() if value is not default]
+    if given:
+        raise ValueError(f"evaluate_robustness with `perturb` (a multi-input model) does not "
+                         f"support {given}: leave them at their defaults. It computes the "
+                         f"suite's and PGD-20's robust accuracy only.")
+    epsilon = checks.number("epsilon", epsilon, strict=True)
+    norm = checks.norm(norm, checks.ATTACK_NORMS)
+    attacks = resolve_suite(suite, epsilon, norm, perturb.hull())
+    results = multi_input.evaluate_multi_input(
+        model, data, perturb, epsilon, attacks, norm, n_examples=n_examples,
+        batch_size=checks.integer("batch_size", batch_size, minimum=1), seed=seed,
+        suite_name=suite if isinstance(suite, str) else [attack_name(a) for a in attacks],
+        attack_name=attack_name)
+    return multi_input.MultiInputReport(results)
 
 
 def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size, seed,

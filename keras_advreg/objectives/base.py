@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
 from keras_advreg.attacks.base import ATTACK_LOSS_SCALE
+from keras_advreg.inputs import PackedModel
 
 _Forward = collections.namedtuple("_Forward", "inputs logits cross_entropy tape scaled_loss")
 
@@ -72,9 +73,13 @@ class StepContext:
     point share one pass; each pass is recorded by an inner tape watching its
     inputs, so a term can ask for the input gradient (double backprop).
 
+    With `model.perturb` (a `PerturbSpec`), `x` is the packed batch
+    (`PackedModel.points`, the perturbed features flat) and `base_model` the
+    adapter, so attacks and objectives see a single-tensor model.
+
     Args:
         model: the `AdvRegModel`.
-        x: the input batch.
+        x: the input batch (a tensor, or a dict or list for a multi-input model).
         y: the labels.
         sample_weight: per-example weights or None.
         training: whether the forward passes run in training mode.
@@ -82,7 +87,19 @@ class StepContext:
 
     def __init__(self, model, x, y, sample_weight, training):
         self.model = model
-        self.x = tf.convert_to_tensor(x, dtype=tf.float32)
+        spec = getattr(model, "perturb", None)
+        # A multi-input model is attacked through its packed single-tensor adapter.
+        self.packed = None if spec is None else PackedModel(model.base_model, spec, x)
+        if self.packed is not None:
+            self.x = self.packed.points
+        elif isinstance(x, (dict, list, tuple)):  # a multi-input model with no attack
+            if any(o.attack is not None for o in model.objectives):
+                raise ValueError("The model takes a dict or list of inputs: pass "
+                                 "`perturb=PerturbSpec(...)` to AdvRegModel, naming the inputs "
+                                 "the attacks perturb (keras_advreg.inputs).")
+            self.x = tf.nest.map_structure(tf.convert_to_tensor, x)
+        else:
+            self.x = tf.convert_to_tensor(x, dtype=tf.float32)
         self.y = y
         self.sample_weight = sample_weight
         self.training = training
@@ -93,8 +110,10 @@ class StepContext:
         for objective in model.objectives:
             attack = objective.attack
             if attack is not None and id(attack) not in self._adversarial:
-                self._adversarial[id(attack)] = attack(
-                    model.base_model, self.x, y, scale=model.epsilon_scale,
+                if self.packed is not None:  # the same attack, boxed in packed units
+                    attack = model.packed_attacks[id(attack)]
+                self._adversarial[id(objective.attack)] = attack(
+                    self.base_model, self.x, y, scale=model.epsilon_scale,
                     seed=self.seed(len(self._adversarial)))
 
     def seed(self, salt):
@@ -107,7 +126,8 @@ class StepContext:
 
     @property
     def base_model(self):
-        return self.model.base_model
+        """The model objectives call: the base model, or its `PackedModel` adapter."""
+        return self.model.base_model if self.packed is None else self.packed
 
     def inputs(self, point="clean"):
         """The input batch at `point`: "clean" or an objective's attack."""
