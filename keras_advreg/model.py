@@ -360,5 +360,5 @@ def _check_perturbed_data(spec, x):
         if not np.issubdtype(value.dtype, np.floating):
             raise ValueError(f"`perturb` names input {name!r} of dtype {value.dtype}: only "
                              f"float inputs can be perturbed.")
-        data_checks.check_finite(value, f"x[{name!r}]")
-        data_checks.check_box(value, spec.box(name), f"x[{name!r}]")
+        checks.check_finite(value, f"x[{name!r}]")
+        checks.check_box(value, spec.box(name), f"x[{name!r}]")

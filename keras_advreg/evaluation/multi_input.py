@@ -8,7 +8,6 @@ bounds, DeepFool distances, resuming and `tf.distribute` need single-tensor
 inputs and are not run (the report's `not_computed` lists them).
 """
 
-import json
 import os
 import time
 
@@ -16,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_advreg import checks, data_checks
+from keras_advreg import checks, run_folder
 from keras_advreg.attacks.base import logits_of
 from keras_advreg.evaluation.report import JSON_NAME, MARKDOWN_NAME, RobustnessReport
 from keras_advreg.inputs import PackedModel
@@ -63,7 +62,7 @@ def _as_arrays(data, n_examples):
         raise ValueError("`data` must be a pair `(x, y)` (x a dict or list of arrays) or a "
                          f"tf.data.Dataset of `(x, y)` batches, got {type(data).__name__}.")
     x, n = _structure(x)
-    y = data_checks.sparse_labels(y)
+    y = checks.sparse_labels(y)
     if len(y) != n:
         raise ValueError(f"`x` and `y` differ in length: {n} vs {len(y)}.")
     if n_examples is not None:
@@ -128,7 +127,7 @@ def evaluate_multi_input(model, data, perturb, epsilon, attacks, norm, n_example
 
     logits = np.concatenate([np.asarray(logits_of(model, tf.nest.map_structure(
         tf.constant, _take(x, slice(i, i + batch_size))))) for i in range(0, n, batch_size)])
-    y = data_checks.checked_labels(y, logits.shape[1], "data")
+    y = checks.checked_labels(y, logits.shape[1], "data")
     correct = np.argmax(logits, axis=1) == y
     robust, accuracy_after = correct.copy(), {}
     for attack in packed_attacks:
@@ -179,8 +178,7 @@ class MultiInputReport(RobustnessReport):
     def save(self, directory):
         """Writes `report.json` and `report.md` into `directory`."""
         os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, JSON_NAME), "w") as f:
-            json.dump(self._results, f, indent=2)
+        run_folder.write_json(os.path.join(directory, JSON_NAME), self._results)
         with open(os.path.join(directory, MARKDOWN_NAME), "w") as f:
             f.write(self.markdown())
         return directory
