@@ -229,3 +229,27 @@ def test_mirrored_strategy_matches_single_device():
         np.testing.assert_allclose(b, a, atol=1e-5)
     # The carried delta changed the steps: the comparison can tell a wrong one.
     assert max(np.abs(a - c).max() for a, c in zip(single.get_weights(), clean.get_weights())) > 1e-3
+
+
+def test_with_adversarial_weight_perturbation_delta_still_moves():
+    from keras_advreg.weight_perturbation import AdversarialWeightPerturbation
+
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    model = kar.AdvRegModel(base, methods.free_at(epsilon=EPSILON), seed=0,
+                            weight_perturbation=AdversarialWeightPerturbation(gamma=0.05))
+    model.compile(keras.optimizers.SGD(LR), _sce())
+    before = [w.copy() for w in base.get_weights()]
+    model.train_on_batch(X.astype("float32"), Y)
+    delta = model.objectives[0].delta.numpy().reshape(X.shape)
+    np.testing.assert_allclose(np.abs(delta), EPSILON, rtol=1e-6)  # every entry took a step
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(base.get_weights(), before))
+
+
+def test_benchmark_states_the_budget_of_replaying_methods():
+    from keras_advreg import benchmark
+
+    rows = {"standard": {"replays": 1, "passes": 10.0}, "free_at": {"replays": 8, "passes": 1.25}}
+    note = " ".join(benchmark._budget_note(rows, {"epochs": 10}))
+    assert "the optimizer steps of 10 plain epochs" in note
+    assert "`free_at` (m = 8: 1.25 passes)" in note
+    assert benchmark._budget_note({"standard": rows["standard"]}, {"epochs": 10}) == []
