@@ -2,18 +2,20 @@
 "Adversarial Training for Free!").
 
 Settings (the authors' TensorFlow code, ashafahi/free_adv_train, config.py and
-free_train.py): Madry et al.'s CIFAR-10 wide ResNet (5 residual units per
-stage, width 10; the paper's "WRN 32-10"; WRN-34-10 here, the same network in
+free_train.py): the wide ResNet of Madry et al.'s CIFAR-10 challenge code,
+which theirs builds on (5 residual units per stage, width 10: WRN-34-10 in
 `architectures.wide_resnet`'s depth convention); each minibatch replayed m = 8
 times, the perturbation delta carried across replays and minibatches, one
 sign step of epsilon = 8/255 per replay, delta clipped to [-8/255, 8/255];
-SGD momentum 0.9, batch 128, weight decay 2e-4 (an L2 term wd/2 ||w||^2, as
-their code's), 80000 optimizer steps with the learning rate 0.1, divided by
-10 after 40000 and 60000 steps; crop+flip. 80000 steps of batch 128 are the
-steps of 80000/391 = 204.6 plain epochs: `--epochs` counts plain-epoch
-budgets (the run layer replays each batch m times, so these 205 epochs are
-205/8 = 25.6 passes over the data) and the milestones are at 40000/391 and
-60000/391 epochs. Evaluated with the standard suite at 8/255.
+SGD momentum 0.9, batch 128, weight decay 2e-4 (an L2 term wd/2 ||w||^2 as
+in their code, which puts it on the kernels only; here on every trainable
+variable, as `common` does for every example), 80000 optimizer steps with
+the learning rate 0.1, divided by 10 after 40000 and 60000 steps;
+crop+flip. 80000 steps of batch 128 are the steps of 80000/391 = 204.6
+plain epochs: `--epochs` counts plain-epoch budgets (the run layer replays
+each batch m times, so these 205 epochs, 80155 steps, are 205/8 = 25.6
+passes over the data) and the milestones are at 40000/391 and 60000/391
+epochs. Evaluated with the standard suite at 8/255.
 
 Full run:  python examples/free_at_cifar10.py --out runs/free_at_cifar10
            (add --strategy mirrored --precision mixed_float16 on GPUs)
