@@ -36,6 +36,8 @@ EPSILON = 8 / 255
 THEORETICAL_PASSES = {
     "standard": 2,
     "fast_at": 2 + 2 + 1,
+    # Free AT: one forward and one backward at x + delta give both gradients.
+    "free_at": 2 + 1,
     "madry": 14 + 2 + 1,
     "arr": 2 + 4,
     "trades:steps=7": 1 + 14 + 4,

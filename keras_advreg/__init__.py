@@ -13,7 +13,8 @@ import sys
 __version__ = "0.1.0"
 
 _SUBMODULES = ("activations", "architectures", "attacks", "callbacks", "data", "evaluation",
-               "inputs", "methods", "objectives", "schedules", "smoothing", "weight_perturbation")
+               "inputs", "methods", "objectives", "replay", "schedules", "smoothing",
+               "weight_perturbation")
 
 
 _MODEL_EXPORTS = ("AdvRegModel", "NonFiniteLossError")

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from keras_advreg.replay import replays_of
 from keras_advreg.statistics import wilson_interval
 
 DEFAULT_METHODS = (
@@ -85,7 +86,7 @@ def _train(spec, name, arguments, options, dataset, settings):
         ema=options.get("ema"))
     result = training.train(config, dataset=dataset, verbose=0,
                             callbacks=[_epoch_bar(spec, settings["epochs"])])
-    return result.base_model, result.fit_seconds
+    return result.base_model, result.fit_seconds, replays_of(result.model.objectives)
 
 
 def _epoch_bar(title, epochs):
@@ -169,14 +170,15 @@ def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epoch
     start = time.perf_counter()
     rows, baseline, plain_seconds = {}, None, None
     for spec in specs:
-        base, seconds = _train(spec, *resolved[spec], loaded, settings)
+        base, seconds, replays = _train(spec, *resolved[spec], loaded, settings)
         plain_seconds = plain_seconds or seconds
         report = evaluation.evaluate_robustness(
             base, (loaded.x_test, loaded.y_test), epsilon=epsilon, norm=norm,
             suite="standard", n_examples=n_examples, seed=seed, baseline=baseline,
             progress=False)
         baseline = baseline or report
-        rows[spec] = _row(report, seconds, plain_seconds)
+        rows[spec] = {**_row(report, seconds, plain_seconds), "replays": replays,
+                      "passes": epochs / replays}
         print(f"  clean {rows[spec]['clean_accuracy']:.3f}  PGD-20 "
               f"{rows[spec]['pgd20_accuracy']:.3f}  suite {rows[spec]['suite_accuracy']:.3f}",
               flush=True)
@@ -230,13 +232,27 @@ def markdown(rows, settings, wall_seconds):
               "same lambda is a much stronger penalty (their linf lambda equals ours times "
               "n). The `norm=l2` rows use their setting. Training-time ratios are wall times "
               "of `fit`, tracing included, on a shared machine; `benchmarks/step_cost.py` "
-              "measures per-step ratios.",
+              "measures per-step ratios.", *_budget_note(rows, settings),
               "", "## Against the papers' claims", "", *findings(rows, n_examples), "",
               "![robustness curves](robustness_curves.png)", "",
               f"Command: `{settings['command']}`", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()),
               ""]
     return "\n".join(lines)
+
+
+def _budget_note(rows, settings):
+    """How the epochs of replaying methods (Free AT) were counted, when there are any."""
+    replaying = [f"`{spec}` (m = {row['replays']}: {row['passes']:g} passes)"
+                 for spec, row in rows.items() if row.get("replays", 1) > 1]
+    if not replaying:
+        return []
+    return ["", f"Budget: every method ran the optimizer steps of {settings['epochs']} plain "
+                f"epochs. Free AT replays each minibatch m times, so its {settings['epochs']} "
+                f"epochs are {settings['epochs']}/m passes over the data: "
+                f"{', '.join(replaying)}. Each of its steps takes one forward and one backward "
+                f"pass, like a plain step, so its budget in gradient computations equals "
+                f"`standard`'s, about 1/8 of `madry`'s (PGD-7: 8 per step) at the same epochs."]
 
 
 def _verdict(held):

@@ -11,6 +11,8 @@ METHOD_DEFAULTS = {
               "clip_min": 0.0, "clip_max": 1.0},
     "fast_at": {"epsilon": 8 / 255, "step_size": None, "norm": "linf", "clip_min": 0.0,
                 "clip_max": 1.0},
+    "free_at": {"epsilon": 8 / 255, "replays": 8, "step_size": None, "clip_min": 0.0,
+                "clip_max": 1.0},
     "mixed": {"epsilon": 8 / 255, "multiplier": 0.2, "mode": "loss", "fraction": 0.5,
               "steps": 1, "step_size": None, "norm": "linf", "clip_min": 0.0, "clip_max": 1.0},
     "trades": {"beta": 6.0, "epsilon": 0.031, "step_size": None, "steps": 10, "norm": "linf",
@@ -37,7 +39,7 @@ METHOD_DEFAULTS = {
 }
 """Method name (`methods.METHODS`) -> its keyword arguments and their defaults."""
 
-STEP_SIZES = {"madry": 0.25, "fast_at": 1.25, "mixed": 1.0, "trades": 0.25, "mart": 0.25, "arr": 1.0,
+STEP_SIZES = {"madry": 0.25, "fast_at": 1.25, "free_at": 1.0, "mixed": 1.0, "trades": 0.25, "mart": 0.25, "arr": 1.0,
               "hybrid": 0.25, "gfa": 0.25, "grad_align": 1.25, "madry_awp": 0.25,
               "trades_awp": 0.25}
 """Method name -> its default attack step as a multiple of epsilon (at its default steps)."""

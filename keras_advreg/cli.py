@@ -28,6 +28,9 @@ _METHOD_FLAGS = [
     ("--step-size", "step_size", float, "length of one attack step (mixed and arr with more than "
                                         "one step: epsilon/4)"),
     ("--steps", "steps", int, "number of attack steps"),
+    ("--replays", "replays", int, "consecutive steps on each minibatch, the perturbation "
+                                  "carried (free_at; its epochs still cost about as many plain "
+                                  "epochs: epochs/replays passes over the data)"),
     ("--norm", "norm", str, "threat model norm"),
     ("--beta", "beta", float, "weight of the KL term (TRADES, MART)"),
     ("--lam", "lam", float, "weight of the regularizer (ARR, gradient penalties, GFA)"),

@@ -8,7 +8,8 @@ of one attack step. Inputs are assumed to lie in [clip_min, clip_max] = [0, 1].
 from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD
 from keras_advreg.objectives import AdversarialLoss, CleanLoss, MixedBatchLoss, OutputDivergence
-from keras_advreg.objectives import (BoostedCrossEntropy, FiniteDifferencePenalty, GradAlign,
+from keras_advreg.objectives import (BoostedCrossEntropy, FiniteDifferencePenalty,
+                                    FreeAdversarialLoss, GradAlign,
                                     GaussianNoiseLoss, GradientFeatureAlignment,
                                     InputGradientPenalty, MisclassificationAwareKL)
 from keras_advreg.nsl import from_nsl_config  # noqa: F401  (re-export)
@@ -75,6 +76,63 @@ def fast_at(epsilon=8 / 255, step_size=None, norm="linf", clip_min=0.0, clip_max
     attack = FGSM(epsilon=epsilon, step_size=step_size, norm=norm, random_start=True,
                   clip_min=clip_min, clip_max=clip_max)
     return [AdversarialLoss(attack)]
+
+
+def free_at(epsilon=8 / 255, replays=8, step_size=None, clip_min=0.0, clip_max=1.0):
+    """Free adversarial training (Shafahi et al. 2019, arXiv 1904.12843, Algorithm 1).
+
+    Each minibatch is trained on `replays` (m) times in a row; each step's one
+    backward pass gives the weight gradient at clip(x + delta) and the input
+    gradient g that moves the perturbation, delta <- clip(delta + step_size *
+    sign(g), -epsilon, epsilon), delta carried across the replays and on to
+    the next minibatch (`objectives.FreeAdversarialLoss`). An optimizer step
+    costs about one plain step (one forward and one backward pass), and E
+    epochs of `training.train` (the command line, the benchmark) cost about E
+    plain epochs: they are E / m passes over the data (`free_at_epochs`). The
+    defaults are the paper's: step = epsilon, m = 8 (its CIFAR-10 setting at
+    epsilon 8/255; used here for MNIST-like data at 0.3 too). Linf only. With your own `fit`, replay the batches with
+    `replay.FreeReplay(replays)`.
+
+    Args:
+        epsilon: the linf radius of the threat model.
+        replays: m, consecutive steps on each minibatch (an int >= 1).
+        step_size: delta's step per replay; defaults to `epsilon`.
+        clip_min: the smallest valid input value.
+        clip_max: the largest valid input value.
+
+    Returns:
+        `[FreeAdversarialLoss(epsilon, step_size, replays)]`.
+
+    Example:
+
+    >>> objective = free_at(epsilon=0.3, replays=8)
+    >>> objective[0].replays, objective[0].step_size
+    (8, 0.3)
+    """
+    return [FreeAdversarialLoss(epsilon=epsilon, step_size=step_size, replays=replays,
+                                clip_min=clip_min, clip_max=clip_max)]
+
+
+def free_at_epochs(epochs, replays):
+    """The passes over the data of a Free AT run that costs `epochs` plain epochs: epochs / m.
+
+    Each minibatch is replayed m times, so one pass costs m plain epochs;
+    `training.train` counts an epoch as the optimizer steps of a plain epoch,
+    so its E epochs are these E / m passes (a fraction ends mid-pass).
+
+    Args:
+        epochs: the budget, in plain epochs (an int >= 1).
+        replays: m (an int >= 1).
+
+    Returns:
+        The number of passes, a float.
+
+    Example:
+
+    >>> free_at_epochs(10, 8)
+    1.25
+    """
+    return checks.integer("epochs", epochs) / checks.integer("replays", replays)
 
 
 def mixed(epsilon=8 / 255, multiplier=0.2, mode="loss", fraction=0.5, steps=1, step_size=None,
@@ -456,7 +514,8 @@ def gaussian_augmentation(sigma=0.25):
     return [GaussianNoiseLoss(sigma=sigma)]
 
 
-METHODS = {"standard": standard, "madry": madry, "fast_at": fast_at, "mixed": mixed,
+METHODS = {"standard": standard, "madry": madry, "fast_at": fast_at,
+           "free_at": free_at, "mixed": mixed,
            "trades": trades, "mart": mart, "arr": arr, "madry_awp": madry_awp,
            "trades_awp": trades_awp,
            "gradient_regularization": gradient_regularization, "hybrid": hybrid, "gfa": gfa,

@@ -111,6 +111,14 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         # Each attack with the spec's boxes (in packed units), by the original's id.
         self.packed_attacks = ({} if perturb is None else
                                {id(a): perturb.attack_for(a) for a in self.attacks})
+        # Terms whose perturbation lives from step to step (`FreeAdversarialLoss`).
+        self._carrying = [o for o in self.objectives if callable(getattr(o, "create_state", None))]
+        if self._carrying and perturb is not None:
+            raise ValueError(f"{self._carrying[0].name!r} carries a perturbation of the whole "
+                             f"input from step to step, which multi-input models "
+                             f"(`perturb=...`) do not support; use madry or trades.")
+        for term in self._carrying:
+            term.create_state(self)
         self.term_weights = {
             o.name: self.add_weight(name=f"{o.name}_weight", shape=(), trainable=False,
                                     initializer=keras.initializers.Constant(o.weight))
@@ -161,17 +169,29 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        context = StepContext(self, x, y, sample_weight, training=True)
+        points = self._carried_points(x)
+        context = StepContext(self, x, y, sample_weight, training=True, points=points)
         perturbed = self._perturb_weights(context)
         with tf.GradientTape() as tape:
+            tape.watch(list(points.values()))
             weighted, total = self._weighted_terms(context)
             loss = self.optimizer.scale_loss(total / distribute.replica_count())
-        gradients = self._restore_weights(perturbed, tape.gradient(loss, self.trainable_variables))
+        # One backward pass: the weight gradient and the carried points' input gradient.
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, [*variables, *points.values()])
+        gradients, point_gradients = gradients[:len(variables)], gradients[len(variables):]
+        gradients = self._restore_weights(perturbed, gradients)
         if self.stop_on_nonfinite and not self.jit_compile:  # XLA has no string ops
             gradients = self._checked_finite(weighted, total, gradients)
         metrics = self._update_metrics(context, weighted, total)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        self.optimizer.apply(gradients, variables)
+        for term, gradient in zip(points, point_gradients):
+            term.update(context.x, gradient, self.epsilon_scale)
         return metrics
+
+    def _carried_points(self, x):
+        """`{term: points}` of the terms that carry a perturbation across steps (Free AT)."""
+        return {term: term.points(x) for term in self._carrying}
 
     def _perturb_weights(self, context):
         """Weight-perturbation hook (AWP): moves the weights before the step's loss.
@@ -219,7 +239,9 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        context = StepContext(self, x, y, sample_weight, training=False)
+        # Evaluation does not move (or read) a carried perturbation: its terms run at delta = 0.
+        context = StepContext(self, x, y, sample_weight, training=False,
+                              points={term: x for term in self._carrying})
         weighted, total = self._weighted_terms(context)
         return self._update_metrics(context, weighted, total)
 

@@ -18,6 +18,7 @@ import keras
 
 from keras_advreg import run_folder
 from keras_advreg.data import epoch_batches
+from keras_advreg.replay import FreeReplay
 
 _HISTORY = "history.json"
 _STATE = "state.weights.h5"  # save_weights wants this suffix
@@ -131,7 +132,7 @@ def read_history(path):
 
 
 def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=None,
-                  callbacks=(), config=None, delete_backup=True, **fit_kwargs):
+                  callbacks=(), config=None, delete_backup=True, replays=1, **fit_kwargs):
     """Fits `model` on arrays so that an interrupted run resumes where it stopped.
 
     Call it again with the same arguments after an interruption: it continues
@@ -156,6 +157,10 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=
             False to delete it yourself once the model is saved, so that a
             crash in between loses nothing: the same call then trains no more
             epochs and returns the history again.
+        replays: m, each batch trained on m times in a row (Free adversarial
+            training, `replay.FreeReplay`). An epoch is still the optimizer
+            steps of one pass over the data (the cost of a plain epoch), so
+            the run makes `epochs / m` passes, the last one possibly cut.
         **fit_kwargs: passed to `model.fit` (e.g. `validation_data`, `verbose`).
 
     Returns:
@@ -179,7 +184,12 @@ def resumable_fit(model, x, y, *, batch_size, epochs, backup_dir, seed, augment=
     stateful = [c for c in callbacks if hasattr(c, "save_own_variables")]
     backup = _AtomicBackup(backup_dir, config, restore=first_epoch > 0, stateful=stateful)
     if first_epoch < epochs:
-        data = epoch_batches(x, y, batch_size, seed, first_epoch, epochs, augment)
+        # Epoch k is the steps [k * steps, (k + 1) * steps) of the replayed passes.
+        passes = -(-epochs // replays)
+        data = FreeReplay(replays)(epoch_batches(x, y, batch_size, seed, first_epoch // replays,
+                                                 passes, augment))
+        if first_epoch % replays:
+            data = data.skip((first_epoch % replays) * steps)
         model.fit(data, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                   shuffle=False, callbacks=[*callbacks, _EpochHistory(history_path), backup],
                   **fit_kwargs)

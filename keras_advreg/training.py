@@ -19,6 +19,7 @@ import keras
 
 from keras_advreg import architectures
 from keras_advreg.model import AdvRegModel
+from keras_advreg.replay import replays_of
 from keras_advreg.run_folder import BACKUP_DIR
 
 # Arguments of a run that cannot change its result: a backup of a run that
@@ -43,7 +44,11 @@ class RunConfig:
         data_dir: the TensorFlow Datasets folder (None: tfds's default).
         arch: a key of `architectures.ARCHITECTURES`.
         arch_kwargs: the architecture's arguments (e.g. `activation`).
-        epochs: the number of epochs.
+        epochs: the number of epochs. An epoch is the optimizer steps of one
+            pass over the data, also for Free AT (`methods.free_at`), whose
+            batches are each replayed m times: its E epochs cost about E
+            plain epochs and are E / m passes (`methods.free_at_epochs`).
+            Learning-rate schedules count the same steps.
         batch_size: the GLOBAL batch size (split over the replicas).
         optimizer: "adam", or "sgd" (momentum 0.9).
         lr: the learning rate (the peak of a cyclic schedule).
@@ -352,7 +357,7 @@ def train(config, out=None, *, dataset=None, callbacks=(), restart=False, logdir
                 model, x_train, y_train, batch_size=config.batch_size, epochs=config.epochs,
                 backup_dir=backup, seed=config.seed,
                 augment=augment and data.AUGMENTATIONS[augment], callbacks=run_callbacks,
-                config=backup_config,
+                config=backup_config, replays=replays_of(objective),
                 validation_data=(None if validation is None
                                  else data.make_dataset(*validation, config.batch_size)),
                 verbose=verbose, delete_backup=False)

@@ -16,8 +16,10 @@ def test_method_defaults_are_the_signatures():
 
 @pytest.mark.parametrize("name", sorted(catalog.STEP_SIZES))
 def test_step_sizes_are_the_methods_defaults(name):
-    attack = next(term.attack for term in methods.METHODS[name](epsilon=0.1)
-                  if getattr(term, "attack", None) is not None)
+    # The step of the method's attack, or of its carried perturbation (free_at).
+    attack = next(term.attack if getattr(term, "attack", None) is not None else term
+                  for term in methods.METHODS[name](epsilon=0.1)
+                  if getattr(term, "attack", None) is not None or hasattr(term, "step_size"))
     assert attack.step_size == pytest.approx(0.1 * catalog.STEP_SIZES[name])
 
 

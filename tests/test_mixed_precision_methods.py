@@ -15,7 +15,7 @@ import keras_advreg as kar
 
 EPSILON = 0.1
 ARGUMENTS = {  # keep the attacks short; everything else is the recipe's default
-    "standard": {}, "madry": {"steps": 3}, "fast_at": {}, "mixed": {},
+    "standard": {}, "madry": {"steps": 3}, "fast_at": {}, "free_at": {"replays": 2}, "mixed": {},
     "trades": {"steps": 3}, "madry_awp": {"steps": 3}, "trades_awp": {"steps": 3},
     "mart": {"steps": 3}, "arr": {}, "gradient_regularization": {"lam": 1.0},
     # hybrid's step was 2/255 before it defaulted to epsilon/4; at 0.025, mixed_bfloat16's

@@ -3,6 +3,7 @@
 from keras_advreg.objectives.adversarial import AdversarialLoss, CleanLoss, MixedBatchLoss
 from keras_advreg.objectives.base import Objective, StepContext
 from keras_advreg.objectives.divergence import OutputDivergence
+from keras_advreg.objectives.free import FreeAdversarialLoss
 from keras_advreg.objectives.finite_difference import FiniteDifferencePenalty
 from keras_advreg.objectives.grad_align import GradAlign
 from keras_advreg.objectives.feature_alignment import GradientFeatureAlignment

@@ -83,9 +83,12 @@ class StepContext:
         y: the labels.
         sample_weight: per-example weights or None.
         training: whether the forward passes run in training mode.
+        points: precomputed input points, `{key: batch}`, that `inputs(key)`
+            and `forward(key)` serve like an attack's (e.g. the carried
+            perturbation of `FreeAdversarialLoss`, keyed by the term).
     """
 
-    def __init__(self, model, x, y, sample_weight, training):
+    def __init__(self, model, x, y, sample_weight, training, points=None):
         self.model = model
         spec = getattr(model, "perturb", None)
         # A multi-input model is attacked through its packed single-tensor adapter.
@@ -107,6 +110,7 @@ class StepContext:
         self._forward = {}
         self._input_gradient = {}
         self._step_seed = model.step_seed()
+        attacked = 0
         for objective in model.objectives:
             attack = objective.attack
             if attack is not None and id(attack) not in self._adversarial:
@@ -114,7 +118,10 @@ class StepContext:
                     attack = model.packed_attacks[id(attack)]
                 self._adversarial[id(objective.attack)] = attack(
                     self.base_model, self.x, y, scale=model.epsilon_scale,
-                    seed=self.seed(len(self._adversarial)))
+                    seed=self.seed(attacked))
+                attacked += 1
+        for key, batch in (points or {}).items():
+            self._adversarial[id(key)] = batch
 
     def seed(self, salt):
         """A stateless random seed for this step, distinct for each `salt` (an int).
@@ -130,7 +137,7 @@ class StepContext:
         return self.model.base_model if self.packed is None else self.packed
 
     def inputs(self, point="clean"):
-        """The input batch at `point`: "clean" or an objective's attack."""
+        """The input batch at `point`: "clean", an objective's attack or a `points` key."""
         if isinstance(point, str):
             checks.choice("point", point, ("clean",))
             return self.x
