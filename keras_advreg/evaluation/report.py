@@ -186,6 +186,8 @@ class RobustnessReport:
                  f"{r['n_examples']} examples, epsilon = {r['epsilon']:g} ({r['norm']}), "
                  f"suite: {r.get('suite')}, seed {r.get('seed')}, "
                  f"{_number(r.get('wall_time_s'), '.1f')} s.", ""]
+        if r.get("suite_note"):
+            lines += [r["suite_note"], ""]
         if r.get("identity"):
             lines += markdown_header(r["identity"]) + [""]
         if r.get("randomized"):

@@ -33,11 +33,16 @@ def _box(clip):
 def standard_suite(epsilon, norm, clip):
     """AutoAttack's version="standard" (Croce & Hein 2020, arXiv 2003.01690).
 
-    APGD-CE (100 iterations, 1 restart), APGD-T (targeted DLR, the 9 classes
-    of highest clean logit after the top one, 100 iterations each), FAB-T
-    (the same 9 targets, 100 iterations each) and Square (5000 queries,
-    p_init 0.8), in AutoAttack's order.
+    linf and l2: APGD-CE (100 iterations, 1 restart), APGD-T (targeted DLR,
+    the 9 classes of highest clean logit after the top one, 100 iterations
+    each), FAB-T (the same 9 targets, 100 iterations each) and Square (5000
+    queries, p_init 0.8), in AutoAttack's order.
+
+    l1: AutoAttack's l1 version (`l1_standard_suite`): l1-APGD-CE and
+    l1-APGD-T with the larger-epsilon warm start, FAB-T in l1; no Square.
     """
+    if norm == "l1":
+        return l1_standard_suite(epsilon, clip)
     return [APGD(epsilon, steps=100, norm=norm, loss="cross_entropy", restarts=1, **_box(clip)),
             APGD(epsilon, steps=100, norm=norm, loss="targeted_dlr", n_target_classes=9,
                  restarts=1, **_box(clip)),
@@ -46,13 +51,47 @@ def standard_suite(epsilon, norm, clip):
             Square(epsilon, n_queries=5000, p_init=0.8, norm=norm, **_box(clip))]
 
 
+def l1_standard_suite(epsilon, clip):
+    """AutoAttack's version="standard" at l1 (Croce & Hein 2021, arXiv 2103.01208).
+
+    The reference's settings for L1: l1-APGD-CE with 5 restarts and l1-APGD-T
+    with 5 target classes (1 restart each), both with the larger-epsilon
+    warm start (`APGD(larger_epsilons=True)`: 3, 2, 1 times epsilon), then
+    FAB-T in l1 (9 targets, 1 restart), 100 iterations per run. The
+    reference's list keeps Square, which has no l1 version here (`Square`
+    refuses l1): the suite has none, and Square's masking check is skipped.
+    """
+    return [APGD(epsilon, steps=100, norm="l1", loss="cross_entropy", restarts=5,
+                 larger_epsilons=True, **_box(clip)),
+            APGD(epsilon, steps=100, norm="l1", loss="targeted_dlr", n_target_classes=5,
+                 restarts=1, larger_epsilons=True, **_box(clip)),
+            FAB(epsilon, steps=100, norm="l1", targeted=True, n_target_classes=9, restarts=1,
+                **_box(clip))]
+
+
+def suite_note(suite, norm):
+    """A sentence for the report on what a named suite is at this norm, or None."""
+    if suite == "standard" and norm == "l1":
+        return ("Suite 'standard' at l1 is AutoAttack's l1 version: l1-APGD-CE (5 restarts) "
+                "and l1-APGD-T (5 target classes), both with the larger-epsilon warm start "
+                "(3, 2, 1 x epsilon), and FAB-T in l1 (9 targets); no Square (it has no l1 "
+                "version here), so Square's masking check is skipped.")
+    return None
+
+
 def plus_suite(epsilon, norm, clip):
     """AutoAttack's version="plus": the standard attacks plus untargeted DLR and FAB.
 
     APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5 restarts),
     Square (5000 queries; one run, as AutoAttack's code and README), APGD-T and
     FAB-T (9 target classes each), 100 iterations per run, in AutoAttack's order.
+    linf and l2 only (as AutoAttack's, which warns for other norms): Square has
+    no l1 version; for l1 use "standard", AutoAttack's l1 version.
     """
+    if norm == "l1":
+        raise ValueError("suite='plus' is for norm 'linf' or 'l2' (its Square has no l1 "
+                         "version); for norm='l1' use suite='standard' (AutoAttack's l1 "
+                         "version: l1-APGD-CE, l1-APGD-T, FAB-T) or a list of attacks.")
     return [APGD(epsilon, steps=100, norm=norm, loss="cross_entropy", restarts=5, **_box(clip)),
             APGD(epsilon, steps=100, norm=norm, loss="dlr", restarts=5, **_box(clip)),
             FAB(epsilon, steps=100, norm=norm, restarts=5, **_box(clip)),
@@ -298,9 +337,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         data: a pair of arrays `(x, y)` or a `tf.data.Dataset` of `(x, y)`
             batches; labels sparse or one-hot.
         epsilon: the radius of the threat model.
-        norm: "linf", "l2" or "l1" (l1: give a list of attacks without
-            Square, e.g. `[APGD(eps, norm="l1"), APGD(eps, norm="l1",
-            loss="targeted_dlr")]`; Square's masking check is skipped).
+        norm: "linf", "l2" or "l1" (l1: suite "standard" is AutoAttack's
+            l1 version, `l1_standard_suite`, without Square; "plus" raises;
+            Square's masking check is skipped).
         suite: "standard" (AutoAttack's: APGD-CE, APGD-T, FAB-T, Square-5000;
             `standard_suite`), "plus" (AutoAttack+: also APGD-DLR and FAB, with
             5 restarts of the untargeted APGDs and FAB; `plus_suite`), "fast"
@@ -479,6 +518,7 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
         "attacks": accuracy_after, "epsilon": epsilon, "norm": norm, "n_examples": len(x),
         "curve": curve, **regularity, "checks": check_results,
         "suite": results_suite, "suite_used": suite_used,
+        "suite_note": suite_note(suite_used, norm),
         "randomized": random["randomized"], "randomness": random,
         "suite_accuracy": suite_accuracy, "new_breaks": new_breaks, "unbounded": unbounded,
         "check_attacks": {"pgd20": evidence["pgd"], "pgd40": evidence["pgd_more_steps"],
