@@ -175,7 +175,7 @@ def run(*, out, dataset="digits", data_dir=None, epsilon=0.1, norm="linf", epoch
         report = evaluation.evaluate_robustness(
             base, (loaded.x_test, loaded.y_test), epsilon=epsilon, norm=norm,
             suite="standard", n_examples=n_examples, seed=seed, baseline=baseline,
-            progress=False)
+            progress=False, minimal_distance_budget="deepfool")  # GFA's claim is DeepFool's
         baseline = baseline or report
         rows[spec] = {**_row(report, seconds, plain_seconds), "replays": replays,
                       "passes": epochs / replays}

@@ -183,6 +183,10 @@ def _build_parser():
     evaluate.add_argument("--no-escalate", dest="escalate", action="store_false",
                           help="when a masking check fails, only warn: skip the re-run with "
                                "5 restarts and 4x Square's queries")
+    evaluate.add_argument("--minimal-distance-budget", default=None, choices=["all", "deepfool"],
+                          help="minimal-distance attacks: all (DeepFool, FAB, and CW for l2) "
+                               "or deepfool (DeepFool alone, the cheapest); default: deepfool "
+                               "for the fast suite, all otherwise")
     evaluate.add_argument("--unsafe", action="store_true",
                           help="allow the model file to run code (Keras safe_mode=False); only "
                                "for files you trust")

@@ -106,7 +106,8 @@ def evaluate(args):
             individual=args.individual, save_adversarial=args.save_adversarial,
             escalate=args.escalate, model_path=args.model, dataset=args.dataset, split="test",
             command_line=getattr(args, "command_line", None), resume_dir=chunks,
-            restart=args.restart, strategy=strategy)
+            restart=args.restart, strategy=strategy,
+            minimal_distance_budget=getattr(args, "minimal_distance_budget", None))
         report.save(staging)
     shutil.rmtree(chunks)  # only now: a crash before it resumes with nothing lost
     low, high = report.intervals["robust_accuracy"]

@@ -285,7 +285,8 @@ def sweep(method, parameter, values, *, dataset="digits", data_dir=None, epsilon
             presets=False), held_out)
         report = evaluation.evaluate_robustness(
             base, (x_val, y_val), epsilon=epsilon, norm=norm, suite=suite,
-            n_examples=n_examples, seed=seed, progress=progress)
+            n_examples=n_examples, seed=seed, progress=progress,
+            minimal_distance_budget="deepfool")  # the rows use accuracies only
         row = {"value": value, "clean_accuracy": float(report.clean_accuracy),
                "robust_accuracy": float(report.robust_accuracy)}
         row["score"] = float(score_of(dict(row)))

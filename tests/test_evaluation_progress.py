@@ -51,7 +51,8 @@ def test_stages_are_named_and_nothing_retraces(digits, capsys):
     out = capsys.readouterr().out
     for name in ["pgd5", "apgd_ce", "apgd_t", "square", "curve pgd20 eps=0.05",
                  "curve pgd20 eps=0: nothing to attack", "masking check pgd40",
-                 "masking check fgsm", "gradient norms", "deepfool minimal distances"]:
+                 "masking check fgsm", "gradient norms", "minimal distance deepfool",
+                 "minimal distance fab"]:
         assert name in out, name
     counters = re.findall(r"\[(\d+)/(\d+)\]", out)
     total = int(counters[0][1])

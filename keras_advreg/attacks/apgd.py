@@ -1,5 +1,7 @@
 """Auto-PGD (APGD-CE, APGD-DLR, APGD-T): step-size-free PGD of AutoAttack."""
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -63,6 +65,25 @@ L1_INITIAL_FRACTION = 0.2
 L1_STEP_DECAY = 1.5
 L1_MIN_STEP_FACTOR = 10.0
 L1_SPARSITY_DROP = 0.95
+# The larger-epsilon warm start of l1-APGD (the reference's `use_largereps`, on in
+# AutoAttack's l1 version): runs at 3, 2 and 1 times epsilon with 30%, 30% and the
+# remaining 40% of the iterations, each from the previous run's highest-loss point.
+L1_WARM_START_FACTORS = (3.0, 2.0, 1.0)
+L1_WARM_START_FRACTIONS = (0.3, 0.3)
+
+
+def warm_start_steps(n_iter):
+    """The iterations of each warm-start run: ceil(0.3 N), ceil(0.3 N) and the rest.
+
+    Args:
+        n_iter: the total number of iterations N (at least 3).
+
+    Returns:
+        A list of three counts summing to N, e.g. `[30, 30, 40]` for N = 100.
+    """
+    n_iter = checks.integer("n_iter", n_iter, minimum=3)
+    first = [math.ceil(f * n_iter) for f in L1_WARM_START_FRACTIONS]
+    return first + [n_iter - sum(first)]
 
 
 def _l1_schedule(n_iter):
@@ -102,8 +123,13 @@ class APGD(Attack):
     and the ball let the best point reach), and the step is divided by 1.5
     (within [epsilon / 10, epsilon]), or, where the best point's sparsity fell
     below 95% of the last checkpoint's, reset to epsilon with a restart from the
-    best point. The start is x + N(0, I) projected. The reference's optional
-    larger-epsilon warm start (`use_largereps`) is not implemented.
+    best point. The start is x + N(0, I) projected. With `larger_epsilons=True`
+    (the reference's `use_largereps`, which AutoAttack's l1 version turns on)
+    each run is three runs: at 3, 2 and 1 times epsilon, with ceil(0.3 N),
+    ceil(0.3 N) and the remaining iterations (`warm_start_steps`), each
+    starting from the previous one's highest-loss point projected onto its
+    smaller ball (the first from the random start); only the last, at
+    epsilon, can succeed.
 
     Args:
         epsilon: the radius of the ball (the budget), not a step size.
@@ -116,6 +142,8 @@ class APGD(Attack):
         momentum: the momentum alpha of the update (0.75).
         clip_min: the smallest valid input value.
         clip_max: the largest valid input value.
+        larger_epsilons: l1 only: the larger-epsilon warm start above
+            (needs at least 3 steps).
         eot_samples: the number of forward/backward passes each gradient and
             loss average over (expectation over transformation; the step-size
             rule then compares mean losses); `EOT_SAMPLES` (20) for a model with
@@ -133,10 +161,14 @@ class APGD(Attack):
 
     def __init__(self, epsilon=8 / 255, steps=100, norm="linf", loss="cross_entropy",
                  n_target_classes=9, restarts=1, rho=0.75, momentum=0.75,
-                 clip_min=0.0, clip_max=1.0, eot_samples=1):
+                 clip_min=0.0, clip_max=1.0, eot_samples=1, larger_epsilons=False):
         super().__init__(epsilon, norm, clip_min, clip_max)
+        self.larger_epsilons = checks.choice("larger_epsilons", larger_epsilons, (True, False))
+        if self.larger_epsilons and self.norm != "l1":
+            raise ValueError(f"`larger_epsilons=True` is l1-APGD's warm start: it needs "
+                             f"norm='l1', got norm={self.norm!r}.")
         self.eot_samples = checks.integer("eot_samples", eot_samples, minimum=1)
-        self.steps = checks.integer("steps", steps, minimum=1)
+        self.steps = checks.integer("steps", steps, minimum=3 if self.larger_epsilons else 1)
         self.loss = checks.choice("loss", loss, APGD_LOSSES)
         self.n_target_classes = checks.integer("n_target_classes", n_target_classes, minimum=1)
         self.restarts = checks.integer("restarts", restarts, minimum=1)
@@ -172,10 +204,27 @@ class APGD(Attack):
         return best
 
     def _run(self, model, x, labels, target, epsilon, seed=None):
-        """One APGD run; returns `(x_adv, misclassified)`."""
+        """One APGD run (with the warm start, its three); returns `(x_adv, misclassified)`."""
+        start = self._random_start(x, epsilon * (L1_WARM_START_FACTORS[0]
+                                                 if self.larger_epsilons else 1.0), seed)
+        if not self.larger_epsilons:
+            return self._iterate(model, x, labels, target, epsilon, self.steps, start)[:2]
+        for factor, steps in zip(L1_WARM_START_FACTORS, warm_start_steps(self.steps)):
+            x_adv, found, start = self._iterate(model, x, labels, target, factor * epsilon,
+                                                steps, start)
+        return x_adv, found
+
+    def _iterate(self, model, x, labels, target, epsilon, n_steps, start):
+        """`n_steps` iterations in the epsilon ball from `start` (projected onto it).
+
+        Returns:
+            `(x_adv, misclassified, x_best)`: the first misclassified point
+            found, else the highest-loss one; whether one was found; the
+            highest-loss point.
+        """
         loss_fn = APGD_LOSSES[self.loss]
         l1 = self.norm == "l1"
-        is_check, length = (_l1_schedule if l1 else _schedule)(self.steps)
+        is_check, length = (_l1_schedule if l1 else _schedule)(n_steps)
 
         def evaluate(point):
             loss, logits, grad = loss_gradient(
@@ -187,7 +236,7 @@ class APGD(Attack):
             return self.project(point + _per_example(step, point)
                                 * geometry.steepest_ascent(grad, self.norm), x, epsilon)
 
-        start = self.project(self._random_start(x, epsilon, seed), x, epsilon)
+        start = self.project(start, x, epsilon)
         loss, grad, mis = evaluate(start)
         batch = tf.shape(x)[:1]
         state = dict(
@@ -227,9 +276,9 @@ class APGD(Attack):
                 return i + 1, self._l1_checkpoint(s, is_check[i], x, epsilon)
             return i + 1, self._checkpoint(s, is_check[i], length[i], x)
 
-        _, state = backend.loop(lambda i, _: i < self.steps, body, (tf.constant(0), state))
+        _, state = backend.loop(lambda i, _: i < n_steps, body, (tf.constant(0), state))
         x_adv = tf.where(_per_example(state["found"], x), state["x_found"], state["x_best"])
-        return x_adv, state["found"]
+        return x_adv, state["found"], state["x_best"]
 
     def _checkpoint(self, s, at_check, length, x):
         """At a checkpoint, halves the step and resets to the best point where needed."""
@@ -278,4 +327,5 @@ class APGD(Attack):
     def get_config(self):
         return {**super().get_config(), "steps": self.steps, "loss": self.loss,
                 "n_target_classes": self.n_target_classes, "restarts": self.restarts,
-                "rho": self.rho, "momentum": self.momentum, "eot_samples": self.eot_samples}
+                "rho": self.rho, "momentum": self.momentum, "eot_samples": self.eot_samples,
+                "larger_epsilons": self.larger_epsilons}

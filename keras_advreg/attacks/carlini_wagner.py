@@ -92,13 +92,27 @@ class CarliniWagner(Attack):
             x_adv = tf.where(tf.reshape(inside, [-1] + [1] * (x.shape.rank - 1)), x_adv, x)
         return x_adv
 
+    def minimal(self, model, x, y):
+        """The smallest misclassified point found per example and its l2 distance to x.
+
+        Args:
+            model: a Keras model returning logits.
+            x: a float batch in `[clip_min, clip_max]`.
+            y: the true labels.
+
+        Returns:
+            `(x_adv, distance)`: the points (x where none was found) and their
+            l2 distances (inf where none was found, 0 for an example
+            misclassified already).
+        """
+        return self._search(model, tf.convert_to_tensor(x, tf.float32), y)
+
     def minimal_distance(self, model, x, y):
         """Per-example l2 distance to the adversarial point found; inf where none was.
 
         Already misclassified examples have distance 0.
         """
-        _, distance = self._search(model, tf.convert_to_tensor(x, tf.float32), y)
-        return distance
+        return self.minimal(model, x, y)[1]
 
     def _search(self, model, x, y):
         """Returns `(x_adv, l2 distance)`, x and inf where no point was found."""

@@ -79,16 +79,31 @@ class DeepFool(Attack):
             x_adv = self.project(x_adv, x, self.epsilon * scale)
         return x_adv
 
-    def minimal_distance(self, model, x, y):
-        """Per-example distance to the adversarial point found; inf where none was found.
+    def minimal(self, model, x, y):
+        """The adversarial point found per example and its distance to x.
 
-        Already misclassified examples have distance 0.
+        Args:
+            model: a Keras model returning logits.
+            x: a float batch in `[clip_min, clip_max]`.
+            y: the true labels.
+
+        Returns:
+            `(x_adv, distance)`: the last iterate (misclassified where the
+            distance is finite) and its `norm` distance to x, inf where it is
+            not misclassified, 0 for an example misclassified already.
         """
         x = tf.convert_to_tensor(x, tf.float32)
         x_adv = self._search(model, x, y)
         fooled = losses.misclassified(y, logits_of(model, x_adv))
         flat = tf.reshape(x_adv - x, [tf.shape(x)[0], -1])
-        return tf.where(fooled, _DISTANCES[self.norm](flat), math.inf)
+        return x_adv, tf.where(fooled, _DISTANCES[self.norm](flat), math.inf)
+
+    def minimal_distance(self, model, x, y):
+        """Per-example distance to the adversarial point found; inf where none was found.
+
+        Already misclassified examples have distance 0.
+        """
+        return self.minimal(model, x, y)[1]
 
     def _search(self, model, x, y):
         batch = tf.shape(x)[0]

@@ -1,4 +1,5 @@
-"""Per-example results: which attack broke each point first, and how far it moved it."""
+"""Per-example results: which attack broke each point first, how far it moved it, and the
+minimal adversarial distance found and by which attack."""
 
 import csv
 
@@ -6,7 +7,7 @@ import numpy as np
 
 CSV_NAME, ADVERSARIAL_NAME = "per_example.csv", "adversarial.npz"
 COLUMNS = ("index", "label", "clean_correct", "robust", "broken_by", "perturbation_norm",
-           "minimal_distance")
+           "minimal_distance", "minimal_distance_by")
 MISCLASSIFIED = "misclassified"
 
 _ORDS = {"linf": np.inf, "l2": 2, "l1": 1}
@@ -48,13 +49,18 @@ class Breaks:
         if self.x_adv is not None:
             self.x_adv[index] = x_adv
 
-    def results(self, y, correct, robust, minimal_distance):
-        """The per-example columns of the report (see `COLUMNS`)."""
+    def results(self, y, correct, robust, minimal_columns):
+        """The per-example columns of the report (see `COLUMNS`).
+
+        `minimal_columns` holds the minimal-distance columns
+        (`evaluation.minimal.columns`): `minimal_distance` (the smallest
+        distance any minimal-distance attack found), `minimal_distance_by`
+        (which attack) and `minimal_distance_<attack>` per attack.
+        """
         return {"index": np.arange(len(y)), "label": y, "clean_correct": correct,
                 "robust": robust,
                 "broken_by": np.where(correct, self.broken_by, MISCLASSIFIED).tolist(),
-                "perturbation_norm": self.perturbation_norm,
-                "minimal_distance": minimal_distance}
+                "perturbation_norm": self.perturbation_norm, **minimal_columns}
 
     def adversarial(self, robust, correct):
         """`{index, x_adv}` of the broken points, or None unless kept."""

@@ -106,6 +106,17 @@ class Runner:
             return tuple(np.concatenate([o[k] for o in outputs]) for k in range(len(outputs[0])))
         return np.concatenate(outputs)
 
+    def stored(self, index, compute):
+        """`compute(part) -> {name: per-example array}` over the examples `index`.
+
+        Without a store, `compute(slice(None))`; with one, it runs chunk by
+        chunk (`part` a slice of `index`) and its results are kept and read
+        back when the evaluation resumes.
+        """
+        if self.store is None:
+            return compute(slice(None))
+        return self.store.run(self._call_key(), np.asarray(index), compute, self._reused)
+
     def _reused(self, n_examples):
         self.advance(-(-n_examples // self.batch_size))
 

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 
 from keras_advreg import checks
-from keras_advreg.attacks import APGD, FAB, FGSM, PGD, Attack, DeepFool, Square
+from keras_advreg.attacks import APGD, FAB, FGSM, PGD, Attack, Square
 from keras_advreg.evaluation import bounds as bounds_lib
-from keras_advreg.evaluation import (comparison, curves, escalation, inputs, multi_input,
+from keras_advreg.evaluation import (comparison, curves, escalation, inputs, minimal, multi_input,
                                      per_example, randomness, resumable)
 from keras_advreg.evaluation import identity as identity_lib
 from keras_advreg.evaluation.masking_checks import failure_messages, run_checks
@@ -33,11 +33,16 @@ def _box(clip):
 def standard_suite(epsilon, norm, clip):
     """AutoAttack's version="standard" (Croce & Hein 2020, arXiv 2003.01690).
 
-    APGD-CE (100 iterations, 1 restart), APGD-T (targeted DLR, the 9 classes
-    of highest clean logit after the top one, 100 iterations each), FAB-T
-    (the same 9 targets, 100 iterations each) and Square (5000 queries,
-    p_init 0.8), in AutoAttack's order.
+    linf and l2: APGD-CE (100 iterations, 1 restart), APGD-T (targeted DLR,
+    the 9 classes of highest clean logit after the top one, 100 iterations
+    each), FAB-T (the same 9 targets, 100 iterations each) and Square (5000
+    queries, p_init 0.8), in AutoAttack's order.
+
+    l1: AutoAttack's l1 version (`l1_standard_suite`): l1-APGD-CE and
+    l1-APGD-T with the larger-epsilon warm start, FAB-T in l1; no Square.
     """
+    if norm == "l1":
+        return l1_standard_suite(epsilon, clip)
     return [APGD(epsilon, steps=100, norm=norm, loss="cross_entropy", restarts=1, **_box(clip)),
             APGD(epsilon, steps=100, norm=norm, loss="targeted_dlr", n_target_classes=9,
                  restarts=1, **_box(clip)),
@@ -46,13 +51,47 @@ def standard_suite(epsilon, norm, clip):
             Square(epsilon, n_queries=5000, p_init=0.8, norm=norm, **_box(clip))]
 
 
+def l1_standard_suite(epsilon, clip):
+    """AutoAttack's version="standard" at l1 (Croce & Hein 2021, arXiv 2103.01208).
+
+    The reference's settings for L1: l1-APGD-CE with 5 restarts and l1-APGD-T
+    with 5 target classes (1 restart each), both with the larger-epsilon
+    warm start (`APGD(larger_epsilons=True)`: 3, 2, 1 times epsilon), then
+    FAB-T in l1 (9 targets, 1 restart), 100 iterations per run. The
+    reference's list keeps Square, which has no l1 version here (`Square`
+    refuses l1): the suite has none, and Square's masking check is skipped.
+    """
+    return [APGD(epsilon, steps=100, norm="l1", loss="cross_entropy", restarts=5,
+                 larger_epsilons=True, **_box(clip)),
+            APGD(epsilon, steps=100, norm="l1", loss="targeted_dlr", n_target_classes=5,
+                 restarts=1, larger_epsilons=True, **_box(clip)),
+            FAB(epsilon, steps=100, norm="l1", targeted=True, n_target_classes=9, restarts=1,
+                **_box(clip))]
+
+
+def suite_note(suite, norm):
+    """A sentence for the report on what a named suite is at this norm, or None."""
+    if suite == "standard" and norm == "l1":
+        return ("Suite 'standard' at l1 is AutoAttack's l1 version: l1-APGD-CE (5 restarts) "
+                "and l1-APGD-T (5 target classes), both with the larger-epsilon warm start "
+                "(3, 2, 1 x epsilon), and FAB-T in l1 (9 targets); no Square (it has no l1 "
+                "version here), so Square's masking check is skipped.")
+    return None
+
+
 def plus_suite(epsilon, norm, clip):
     """AutoAttack's version="plus": the standard attacks plus untargeted DLR and FAB.
 
     APGD-CE and APGD-DLR (5 restarts each), FAB (untargeted, 5 restarts),
     Square (5000 queries; one run, as AutoAttack's code and README), APGD-T and
     FAB-T (9 target classes each), 100 iterations per run, in AutoAttack's order.
+    linf and l2 only (as AutoAttack's, which warns for other norms): Square has
+    no l1 version; for l1 use "standard", AutoAttack's l1 version.
     """
+    if norm == "l1":
+        raise ValueError("suite='plus' is for norm 'linf' or 'l2' (its Square has no l1 "
+                         "version); for norm='l1' use suite='standard' (AutoAttack's l1 "
+                         "version: l1-APGD-CE, l1-APGD-T, FAB-T) or a list of attacks.")
     return [APGD(epsilon, steps=100, norm=norm, loss="cross_entropy", restarts=5, **_box(clip)),
             APGD(epsilon, steps=100, norm=norm, loss="dlr", restarts=5, **_box(clip)),
             FAB(epsilon, steps=100, norm=norm, restarts=5, **_box(clip)),
@@ -222,19 +261,18 @@ def _square_only_breaks(runner, x, y, robust, broken_by, attacks, epsilon, norm,
     return int(np.sum(robust & ~after)), after
 
 
-def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline, clean_acc):
-    """Gradient norms, DeepFool distances, optional Hessian norm, bounds, improvement ratio."""
+def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline, clean_acc,
+                minimal_attacks, minimal_budget):
+    """Gradient norms, minimal distances, optional Hessian norm, bounds, improvement ratio."""
     runner.stage("gradient norms (cross_entropy, cw_margin)", len(x), calls=2)
     stats, cw_loss, cw_grad = bounds_lib.gradient_statistics(runner, x, y, norm)
-    deepfool = DeepFool(norm=norm, clip_min=runner.clip[0], clip_max=runner.clip[1])
-    fn = runner.traced(("deepfool", norm), lambda xb, yb: deepfool.minimal_distance(
-        runner.model, xb, yb))
-    runner.stage("deepfool minimal distances", len(x))
-    distance = runner.batched(fn, x, y, counted=True, resumable=True)
-    found = correct & np.isfinite(distance)
+    found = minimal.minimal_distances(runner, minimal_attacks, x, y, correct, norm)
+    distance = found["minimum"]
+    summary = minimal.summary(found, correct, minimal_budget)
     out = {"gradient_norms": stats,
-           "mean_minimal_distance": float(distance[found].mean()) if found.any() else None,
-           "minimal_distance_found_fraction": float(found.sum() / max(correct.sum(), 1)),
+           "mean_minimal_distance": summary["minimum"]["mean"],
+           "minimal_distance_found_fraction": summary["minimum"]["found_fraction"],
+           "minimal_distances": summary,
            "hessian_spectral_norm": None}
     curvature = None
     if hessian:
@@ -246,8 +284,7 @@ def _regularity(runner, x, y, correct, robust, epsilon, norm, hessian, baseline,
                                                 distance, correct)
     out["improvement_ratio"] = (bounds_lib.improvement_ratio(
         clean_acc, out["mean_minimal_distance"], baseline) if baseline else None)
-    out["minimal_distances"] = distance
-    return out
+    return out, minimal.columns(found)
 
 
 def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_examples=None,
@@ -255,7 +292,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
                         hessian=False, clip_min=0.0, clip_max=1.0, num_classes=None,
                         individual=False, save_adversarial=False, model_path=None,
                         dataset=None, split=None, command_line=None, escalate=True,
-                        resume_dir=None, restart=False, strategy=None, perturb=None):
+                        resume_dir=None, restart=False, strategy=None, perturb=None,
+                        minimal_distance_budget=None):
     """Evaluates a classifier's robustness honestly: worst case over a suite of attacks.
 
     Runs the suite (each attack only on the points still robust, as
@@ -263,7 +301,12 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     budget covering the whole box, stand-alone PGD-40, PGD-20 x2 restarts and
     FGSM for the masking checks, gradient norms, DeepFool minimal distances,
     the Finlay & Oberman bounds and, with `hessian=True` (smooth models), the
-    Hessian spectral norm. `robust_accuracy` is the worst case per example over
+    Hessian spectral norm. Minimal adversarial distances come from DeepFool,
+    FAB (in the threat model's norm) and, for l2, Carlini-Wagner l2
+    (`evaluation.minimal`): `minimal_distances` has each attack's mean and
+    median and those of the per-example minimum over them (the strongest
+    result), which `mean_minimal_distance`, the bounds and the improvement
+    ratio use. `robust_accuracy` is the worst case per example over
     every attack run at `epsilon`, so it is at most each reported accuracy.
     Failed masking checks raise a `UserWarning` saying what to do and, with
     `escalate`, trigger an escalation: the suite's attacks again on the points
@@ -281,7 +324,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
     Every accuracy carries a 95% Wilson interval (`intervals`, and each
     curve point's `interval`). `per_example` holds each example's index,
     label, clean and worst-case results, the first attack that broke it and
-    its perturbation's norm. With a `baseline` evaluated on the same
+    its perturbation's norm, and the minimal distance found, the attack that
+    found it (`minimal_distance_by`) and each attack's own distance
+    (`minimal_distance_<attack>`). With a `baseline` evaluated on the same
     examples, `paired_test` is McNemar's exact test of the two models'
     worst-case results. `identity` says what was evaluated, how and with
     which software.
@@ -292,9 +337,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         data: a pair of arrays `(x, y)` or a `tf.data.Dataset` of `(x, y)`
             batches; labels sparse or one-hot.
         epsilon: the radius of the threat model.
-        norm: "linf", "l2" or "l1" (l1: give a list of attacks without
-            Square, e.g. `[APGD(eps, norm="l1"), APGD(eps, norm="l1",
-            loss="targeted_dlr")]`; Square's masking check is skipped).
+        norm: "linf", "l2" or "l1" (l1: suite "standard" is AutoAttack's
+            l1 version, `l1_standard_suite`, without Square; "plus" raises;
+            Square's masking check is skipped).
         suite: "standard" (AutoAttack's: APGD-CE, APGD-T, FAB-T, Square-5000;
             `standard_suite`), "plus" (AutoAttack+: also APGD-DLR and FAB, with
             5 restarts of the untargeted APGDs and FAB; `plus_suite`), "fast"
@@ -348,6 +393,10 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
             `baseline`, `hessian`, `individual`, `save_adversarial`,
             `resume_dir` and `strategy` must keep their defaults. The report is
             a `MultiInputReport` (`save` writes report.json and report.md).
+        minimal_distance_budget: the minimal-distance attacks: "all" (DeepFool,
+            FAB and, for l2, Carlini-Wagner with 5 x 100 steps) or "deepfool"
+            (DeepFool alone, the cheapest); None: "deepfool" for the "fast"
+            suite, "all" otherwise.
 
     Returns:
         A `RobustnessReport`.
@@ -367,7 +416,8 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
             {"epsilons": (epsilons, None), "baseline": (baseline, None),
              "hessian": (hessian, False), "individual": (individual, False),
              "save_adversarial": (save_adversarial, False), "resume_dir": (resume_dir, None),
-             "strategy": (strategy, None)})
+             "strategy": (strategy, None),
+             "minimal_distance_budget": (minimal_distance_budget, None)})
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (dict, list)):
         raise ValueError("`data` holds a dict or list of inputs: pass `perturb=PerturbSpec(...)` "
                          "naming the inputs to attack (keras_advreg.inputs).")
@@ -375,7 +425,7 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
         return _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size,
                          seed, baseline, progress, hessian, clip_min, clip_max, num_classes,
                          individual, save_adversarial, model_path, dataset, split, command_line,
-                         escalate, store, strategy)
+                         escalate, store, strategy, minimal_distance_budget)
 
 
 def _evaluate_multi_input(model, data, perturb, epsilon, norm, suite, n_examples, batch_size,
@@ -405,12 +455,16 @@ def _evaluate_multi_input(model, data, perturb, epsilon, norm, suite, n_examples
 def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_size, seed,
               baseline, progress, hessian, clip_min, clip_max, num_classes, individual,
               save_adversarial, model_path, dataset, split, command_line, escalate, store,
-              strategy):
+              strategy, minimal_budget):
     start = time.time()
     epsilon = checks.number("epsilon", epsilon, strict=True)
     norm = checks.norm(norm, checks.ATTACK_NORMS)
     clip = checks.box(clip_min, clip_max)
     attacks = resolve_suite(suite, epsilon, norm, clip)
+    minimal_budget = (minimal.default_budget(suite) if minimal_budget is None
+                      else checks.choice("minimal_distance_budget", minimal_budget,
+                                         minimal.BUDGETS))
+    minimal_attacks = minimal.minimal_attacks(minimal_budget, epsilon, norm, clip)
     grid = curves.check_grid(epsilons) if epsilons is not None else curves.default_grid(epsilon)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
     if num_classes is not None:
@@ -430,6 +484,7 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
             attacks=[[type(a).__name__, a.get_config()] for a in attacks], epsilons=grid,
             batch_size=batch_size, seed=seed, hessian=hessian, num_classes=num_classes,
             individual=individual, escalate=escalate,
+            minimal=[[n, a.get_config()] for n, a in minimal_attacks.items()],
             replicas=strategy.num_replicas_in_sync if strategy else 1), chunk_size=batch_size)
     logits = runner.logits(x)
     if logits.ndim != 2:
@@ -442,7 +497,7 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
     attacks, suite_used = _suite_for(random, suite, attacks, epsilon, norm, clip)
 
     n_stages = (len(attacks) * (1 + bool(individual)) + len(grid) + (epsilon not in grid)
-                + 1 + 3 + 2 + hessian
+                + 1 + 3 + 1 + len(minimal_attacks) + hessian
                 + (norm != "l1" and not any(isinstance(a, Square) for a in attacks)))
     runner.progress = StageProgress(n_stages, batch_size) if progress else None
 
@@ -474,8 +529,9 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
                                              epsilon, norm, clip, breaks)
     alone = _individual(runner, attacks, accuracy_after, x, y, correct) if individual else None
     clean_acc = float(correct.mean())
-    regularity = _regularity(runner, x, y, correct, worst, epsilon, norm, hessian, baseline,
-                             clean_acc)
+    regularity, minimal_columns = _regularity(runner, x, y, correct, worst, epsilon, norm,
+                                              hessian, baseline, clean_acc, minimal_attacks,
+                                              minimal_budget)
     evidence = {"n": len(x), "curve": curve, "unbounded": unbounded,
                 "pgd": float(pgd_at_eps.mean()), "logits": logits,
                 "square_only_breaks": square_only,
@@ -496,10 +552,11 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
         worst, new = escalation.escalate(runner, stronger, x, y, before, breaks.record)
         escalated = escalation.summary(stronger, before, worst, new)
     results_suite = suite if isinstance(suite, str) else [attack_name(a) for a in suite]
-    examples = breaks.results(y, correct, worst, regularity.pop("minimal_distances"))
+    examples = breaks.results(y, correct, worst, minimal_columns)
     configs = {n: a.get_config() for n, a in zip(accuracy_after, attacks)}
     others = {"curve": pgd.get_config(),
-              **{attack_name(a): a.get_config() for a in check_attacks.values()}}
+              **{attack_name(a): a.get_config() for a in check_attacks.values()},
+              **{f"minimal distance {n}": a.get_config() for n, a in minimal_attacks.items()}}
     others.update(escalated.get("attacks", {}))  # run only when a check failed
     results = {
         "clean_accuracy": clean_acc, "robust_accuracy": float(worst.mean()),
@@ -507,6 +564,7 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
         "attacks": accuracy_after, "epsilon": epsilon, "norm": norm, "n_examples": len(x),
         "curve": curve, **regularity, "checks": check_results,
         "suite": results_suite, "suite_used": suite_used,
+        "suite_note": suite_note(suite_used, norm),
         "randomized": random["randomized"], "randomness": random,
         "suite_accuracy": suite_accuracy, "new_breaks": new_breaks, "unbounded": unbounded,
         "check_attacks": {"pgd20": evidence["pgd"], "pgd40": evidence["pgd_more_steps"],
