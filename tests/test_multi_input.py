@@ -374,7 +374,10 @@ def test_fit_on_a_dataset_of_feature_dicts():
 
 
 def test_trains_under_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # Reduction through one device, as the other training tests: CPU collectives of
+    # several strategies in one test process can collide on their instance keys.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         model = _compiled(kar.AdvRegModel(_dict_model(), kar.methods.madry(epsilon=0.1, steps=2),
                                           perturb=PerturbSpec(["numeric"],
