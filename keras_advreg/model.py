@@ -11,6 +11,9 @@ from keras_advreg.attacks import losses
 from keras_advreg.inputs import PerturbSpec
 from keras_advreg.objectives import CleanLoss, StepContext
 
+# The key prefix of the carried perturbations (Free AT) among the model's saved variables.
+_CARRIED = "carried_"
+
 # Marks the in-graph assertion of `stop_on_nonfinite`, so `fit` can tell it from other errors.
 _NON_FINITE = "keras_advreg non-finite step"
 
@@ -332,10 +335,24 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         checks.check_data(self.base_model, x, y, **common)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
             checks.check_data(self.base_model, validation_data[0], validation_data[1],
-                                   argument="validation_data", all_classes=False, **common)
+                              argument="validation_data", all_classes=False, **common)
         elif validation_data is not None:
             checks.check_data(self.base_model, validation_data, None,
-                                   argument="validation_data", all_classes=False, **common)
+                              argument="validation_data", all_classes=False, **common)
+
+    def save_own_variables(self, store):
+        """Keras's variables, then the perturbation each carrying term (Free AT) holds,
+        so that a saved model or a resumed run continues with it."""
+        super().save_own_variables(store)
+        for term in self._carrying:
+            store[_CARRIED + term.name] = term.delta.numpy()
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        super().load_own_variables({k: store[k] for k in keys if not k.startswith(_CARRIED)})
+        for term in self._carrying:
+            if _CARRIED + term.name in keys:  # files saved before it was stored have none
+                term.delta.assign(np.asarray(store[_CARRIED + term.name]))
 
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable, "seed": self.seed,
@@ -360,6 +377,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if config.get("perturb") is not None:
             config["perturb"] = keras.saving.deserialize_keras_object(config["perturb"])
         return cls(base_model, objective, **config)
+
 
 
 def _check_perturbed_data(spec, x):

@@ -172,9 +172,32 @@ def test_config_round_trip_and_keras_file(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.objectives[0].get_config() == term.get_config()
-    np.testing.assert_array_equal(loaded.objectives[0].carried(tf.constant(X, tf.float32)),
-                                  np.zeros(X.shape))  # delta is not saved: it starts at 0
+    carried = term.carried(tf.constant(X, tf.float32)).numpy()
+    assert np.abs(carried).max() > 0
+    np.testing.assert_array_equal(  # the model file holds delta
+        loaded.objectives[0].carried(tf.constant(X, tf.float32)), carried)
     loaded.train_on_batch(X.astype("float32"), Y)  # and it trains
+
+
+def test_a_run_interrupted_mid_pass_resumes_with_its_delta(tmp_path):
+    def run(out, callbacks=()):
+        config = training.RunConfig("free_at", {"epsilon": 0.1, "replays": 2}, epochs=3,
+                                    batch_size=32, train_examples=128, validation_examples=0,
+                                    arch="mlp", health_check=False, deterministic=True,
+                                    presets=False, epsilon_warmup=0, optimizer="adam", lr=1e-2)
+        return training.train(config, str(out), callbacks=list(callbacks), verbose=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # the second replay of the first pass: delta is not zero
+                raise KeyboardInterrupt
+
+    straight = run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed", [Interrupt()])
+    resumed = run(tmp_path / "resumed")
+    for a, b in zip(straight.base_model.get_weights(), resumed.base_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("replays", [0, -2, 2.5, "8", True])

@@ -38,9 +38,12 @@ class FreeAdversarialLoss(Objective):
     the step (epsilon ramps). delta lives in a non-trainable variable owned
     by this term (per replica under `tf.distribute`, each replica perturbing
     its own part of the batch). Evaluation (`test_step`) runs the term at
-    delta = 0, the clean loss: measure robustness with attacks. delta is not
-    saved: a loaded model or a resumed run starts from delta = 0. Call
-    `reset()` to zero it. Use one instance per model.
+    delta = 0, the clean loss: measure robustness with attacks. delta is
+    saved with the model's variables (`.keras` files and the backups of a
+    resumable run), so a resumed run continues with it and ends as an
+    uninterrupted one; under a strategy the first replica's delta is saved
+    and restored on every replica. Call `reset()` to zero it. Use one
+    instance per model.
 
     Args:
         epsilon: the linf radius of the perturbation.
