@@ -93,6 +93,11 @@ def parse_args(argv, doc, datasets=("cifar10",), add_arguments=None):
                         help="test examples attacked at the end (default: all)")
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--ema", type=float, nargs="?", const=0.999, default=None,
+                        metavar="DECAY",
+                        help="evaluate and save an exponential moving average of the weights "
+                             "with this decay and a warm-up (callbacks.WeightEMA; --ema alone: "
+                             "0.999, as Rebuffi et al. 2021; Gowal et al. 2020 use 0.995)")
     parser.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2],
                         help="Keras verbosity (default: 2, one line per epoch)")
     if add_arguments is not None:
@@ -149,7 +154,7 @@ def run_config(args, recipe):
         else None,
         strategy=args.strategy, precision=args.precision,
         # Exact resumption; left off in smoke runs (it is global, process-wide).
-        deterministic=not args.smoke, seed=args.seed, presets=False)
+        deterministic=not args.smoke, seed=args.seed, presets=False, ema=args.ema)
 
 
 def against_paper(recipe, report):

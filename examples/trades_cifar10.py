@@ -8,6 +8,8 @@ suite at 0.031 (the paper reports ~56.6% under PGD-20, ~53% under AutoAttack).
 
 Full run:  python examples/trades_cifar10.py --out runs/trades_cifar10
            (add --strategy mirrored --precision mixed_float16 on GPUs)
+           With weight averaging, evaluated and saved as the model, as current
+           robust training does: add --ema (decay 0.999, warm-up), or --ema 0.995.
 Smoke run: python examples/trades_cifar10.py --smoke --out /tmp/trades_cifar10
 Cost: 12 passes per step on a 46M-parameter WRN-34-10: about 2.5-3 GPU days
 on one V100-class GPU in float32.

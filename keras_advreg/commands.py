@@ -197,6 +197,15 @@ def run_sweep(args):
     from keras_advreg import sweep
 
     run_folder.check_output(args.out)
-    sweep.run(args)
+    result = sweep.sweep(
+        args.method, args.parameter, args.values, dataset=args.dataset,
+        data_dir=getattr(args, "data_dir", None), epsilon=args.epsilon, norm=args.norm,
+        validation_fraction=args.validation_fraction, epochs=args.epochs,
+        batch_size=args.batch_size, arch=getattr(args, "arch", "small_cnn"), seed=args.seed,
+        criterion=args.criterion, min_clean_accuracy=args.min_clean_accuracy, suite=args.suite,
+        n_examples=args.n_examples, progress=True)
+    result.save(args.out)
+    print(result.to_markdown())
+    print(f"Wrote {os.path.join(args.out, 'sweep.json')} and sweep.md")
 
 

@@ -354,17 +354,3 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--out", required=True, help="output folder for sweep.json, sweep.md")
     return parser
-
-
-def run(args):
-    """Runs `keras-advreg sweep`: prints the table and saves it to `--out`."""
-    result = sweep(args.method, args.parameter, args.values, dataset=args.dataset,
-                   data_dir=getattr(args, "data_dir", None), epsilon=args.epsilon, norm=args.norm,
-                   validation_fraction=args.validation_fraction,
-                   epochs=args.epochs, batch_size=args.batch_size,
-                   arch=getattr(args, "arch", "small_cnn"), seed=args.seed,
-                   criterion=args.criterion, min_clean_accuracy=args.min_clean_accuracy,
-                   suite=args.suite, n_examples=args.n_examples, progress=True)
-    result.save(args.out)
-    print(result.to_markdown())
-    print(f"Wrote {os.path.join(args.out, 'sweep.json')} and sweep.md")

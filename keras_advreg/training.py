@@ -366,7 +366,7 @@ def train(config, out=None, *, dataset=None, callbacks=(), restart=False, logdir
             if chief and out is not None:
                 base.save(os.path.join(staging, "model.keras"))
                 run_folder.write_json(os.path.join(staging, "history.json"),
-                            {**history, "health": problems})
+                                      {**history, "health": problems})
                 run_folder.write_json(os.path.join(staging, "config.json"), {
                     **(record or {}), **backup_config, "method": name,
                     "method_arguments": arguments, "preset_defaults": filled,

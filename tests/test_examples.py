@@ -55,7 +55,8 @@ def test_every_method_has_an_example():
 
 
 # One example also exercises --strategy and --precision (two logical CPUs, from conftest).
-EXTRA_FLAGS = {"fast_at_cifar10": ["--strategy", "mirrored", "--precision", "mixed_bfloat16"]}
+EXTRA_FLAGS = {"fast_at_cifar10": ["--strategy", "mirrored", "--precision", "mixed_bfloat16"],
+               "trades_cifar10": ["--ema", "0.9"]}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -73,6 +74,9 @@ def test_example_smoke_run(name, tmp_path):
         with open(out / "certify.json") as f:
             assert json.load(f)["n_examples"] == 10
         assert (out / "certified_accuracy.png").exists()
+    if name == "trades_cifar10":  # --ema reaches the run configuration
+        with open(out / "config.json") as f:
+            assert json.load(f)["ema"] == 0.9
 
 
 

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_advreg import data, evaluation
+from keras_advreg import commands, data, evaluation
 from keras_advreg import sweep as sweep_module
 
 SENTINEL = 0.123  # every pixel of the (replaced) test split
@@ -145,5 +145,5 @@ def test_cli_parser_and_run_validation(monkeypatch, tmp_path):
     assert args.values == [1.0, 3.0] and args.criterion == "robust_accuracy"
     monkeypatch.setattr(sweep_module, "_fit", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="not an argument of method 'trades'"):
-        sweep_module.run(args)
+        commands.run_sweep(args)
     assert not os.listdir(tmp_path)
