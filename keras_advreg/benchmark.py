@@ -48,12 +48,13 @@ def run_options(spec):
             raise ValueError(f"run option {key!r} in the method spec {spec!r} is unknown; "
                              f"allowed: {', '.join(RUN_OPTIONS)} (e.g. 'madry+ema=0.999').")
         try:
-            chosen[key] = float(value) if equals else RUN_OPTIONS[key]
+            decay = float(value) if equals else RUN_OPTIONS[key]
         except ValueError:
-            chosen[key] = None
-        if chosen[key] is None or not 0.0 <= chosen[key] < 1.0:
+            decay = float("nan")  # refused below, as a number out of range is
+        if not 0.0 <= decay < 1.0:
             raise ValueError(f"run option {key!r} in {spec!r} is a decay in [0, 1), got "
                              f"{value!r}.")
+        chosen[key] = decay
     return method, chosen
 
 
