@@ -207,5 +207,3 @@ def run_sweep(args):
     result.save(args.out)
     print(result.to_markdown())
     print(f"Wrote {os.path.join(args.out, 'sweep.json')} and sweep.md")
-
-

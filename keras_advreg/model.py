@@ -379,7 +379,6 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         return cls(base_model, objective, **config)
 
 
-
 def _check_perturbed_data(spec, x):
     """Raises if a perturbed input of `x` (arrays or a dataset's first batch) leaves its box."""
     if isinstance(x, tf.data.Dataset):

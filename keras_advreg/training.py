@@ -384,8 +384,6 @@ def train(config, out=None, *, dataset=None, callbacks=(), restart=False, logdir
                        seconds, chief)
 
 
-
-
 def _optimizer(config, steps_per_epoch):
     """The optimizer with the run's learning-rate schedule."""
     from keras_advreg import schedules

@@ -162,7 +162,7 @@ class CarliniWagner(Attack):
             state = dict(w=w0, m=zeros, v=zeros, any_success=tf.zeros([batch], tf.bool),
                          best_distance=best_distance, best_x=best_x)
             _, _, state = backend.loop(lambda t, *_: t < self.steps, adam_step,
-                                        (tf.constant(0), c, state))
+                                       (tf.constant(0), c, state))
             found = state["any_success"]
             upper = tf.where(found, tf.minimum(upper, c), upper)
             lower = tf.where(found, lower, tf.maximum(lower, c))

@@ -123,8 +123,7 @@ def project_l1_box(delta, epsilon, lower, upper):
     # Capping the room at |delta_i| changes neither h nor the solution (|d_i| <= |delta_i|)
     # and keeps h finite and exact with a huge box (an unbounded input, 1e30).
     cap = tf.minimum(tf.maximum(tf.where(delta >= 0, upper, -lower), 0.0), size)
-    boxed = cap
-    fits = tf.reduce_sum(boxed, axis=1) <= epsilon
+    fits = tf.reduce_sum(cap, axis=1) <= epsilon
     # Breakpoints of h: its slope falls by 1 at |delta_i| - cap_i and rises by 1 at |delta_i|.
     points = tf.concat([size - cap, size], axis=1)
     changes = tf.concat([-tf.ones_like(size), tf.ones_like(size)], axis=1)

@@ -140,7 +140,7 @@ class Square(Attack):
             return i + 1, best, tf.where(better, candidate_margin, best_margin)
 
         _, best, _ = backend.loop(lambda i, *_: i < n_iter, body,
-                                   (tf.constant(0), best, best_margin))
+                                  (tf.constant(0), best, best_margin))
         return tf.reshape(best, tf.shape(x))
 
     @staticmethod
