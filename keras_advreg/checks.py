@@ -337,3 +337,30 @@ def check_data(model, x, y, box=None, argument="x", attacks=(), num_classes=None
             "probabilities, but keras_advreg expects logits. Remove the final softmax "
             "and use a loss with from_logits=True, or attacks and penalties will be "
             "weak (a saturated softmax masks gradients).", stacklevel=3)
+
+
+def check_perturbed_data(spec, x):
+    """Raises if a perturbed input of `x` (arrays or a dataset's first batch) is missing,
+    not floating-point, not finite or outside its box (`inputs.PerturbSpec`)."""
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        element = next(iter(x.take(1)), None)
+        x = element[0] if isinstance(element, (tuple, list)) else element
+    if x is None:
+        return
+    if not isinstance(x, (dict, list, tuple)):
+        x = {spec.inputs[0]: x} if len(spec.inputs) == 1 else x
+    for name in spec.inputs:
+        try:
+            value = x[name]
+        except (KeyError, IndexError, TypeError):
+            keys = list(x) if isinstance(x, dict) else list(range(len(x)))
+            raise ValueError(f"`perturb` names input {name!r}, which the data does not "
+                             f"hold; its inputs are {keys}.") from None
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"`perturb` names input {name!r} of dtype {value.dtype}: only "
+                             f"float inputs can be perturbed.")
+        check_finite(value, f"x[{name!r}]")
+        check_box(value, spec.box(name), f"x[{name!r}]")

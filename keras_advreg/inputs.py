@@ -62,6 +62,14 @@ def _bound(argument, name, value):
     return float(value)
 
 
+def checked_spec(perturb):
+    """`perturb` if it is a `PerturbSpec`, else a ValueError naming the argument."""
+    if not isinstance(perturb, PerturbSpec):
+        raise ValueError(f"`perturb` must be None or a keras_advreg.inputs.PerturbSpec, "
+                         f"got {perturb!r}.")
+    return perturb
+
+
 @keras.saving.register_keras_serializable(package="keras_advreg")
 class PerturbSpec:
     """Which inputs of a multi-input model an attack perturbs, each in its own box.

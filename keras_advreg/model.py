@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_advreg import checks, distribute
 from keras_advreg.attacks import losses
-from keras_advreg.inputs import PerturbSpec
+from keras_advreg.inputs import checked_spec
 from keras_advreg.objectives import CleanLoss, StepContext
 
 # The key prefix of the carried perturbations (Free AT) among the model's saved variables.
@@ -104,9 +104,8 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if not names or len(set(names)) != len(names):
             raise ValueError(f"`objective` must hold terms with distinct names, got {names}.")
         self.attacks = [o.attack for o in self.objectives if o.attack is not None]
-        if perturb is not None and not isinstance(perturb, PerturbSpec):
-            raise ValueError(f"`perturb` must be None or a keras_advreg.inputs.PerturbSpec, "
-                             f"got {perturb!r}.")
+        if perturb is not None:
+            checked_spec(perturb)
         self.perturb = perturb if perturb is not None else getattr(objective, "perturb", None)
         perturb = self.perturb
         if perturb is not None:
@@ -325,7 +324,7 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if self.perturb is not None:
             for data in (x, validation_data[0] if isinstance(validation_data, (tuple, list))
                          else validation_data):
-                _check_perturbed_data(self.perturb, data)
+                checks.check_perturbed_data(self.perturb, data)
             return
         box = ((min(a.clip_min for a in self.attacks), max(a.clip_max for a in self.attacks))
                if self.attacks else None)
@@ -377,27 +376,3 @@ class AdvRegModel(distribute.MultiWorkerFixMixin, keras.Model):
         if config.get("perturb") is not None:
             config["perturb"] = keras.saving.deserialize_keras_object(config["perturb"])
         return cls(base_model, objective, **config)
-
-
-def _check_perturbed_data(spec, x):
-    """Raises if a perturbed input of `x` (arrays or a dataset's first batch) leaves its box."""
-    if isinstance(x, tf.data.Dataset):
-        element = next(iter(x.take(1)), None)
-        x = element[0] if isinstance(element, (tuple, list)) else element
-    if x is None:
-        return
-    if not isinstance(x, (dict, list, tuple)):
-        x = {spec.inputs[0]: x} if len(spec.inputs) == 1 else x
-    for name in spec.inputs:
-        try:
-            value = x[name]
-        except (KeyError, IndexError, TypeError):
-            keys = list(x) if isinstance(x, dict) else list(range(len(x)))
-            raise ValueError(f"`perturb` names input {name!r}, which the data does not "
-                             f"hold; its inputs are {keys}.") from None
-        value = np.asarray(value)
-        if not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(f"`perturb` names input {name!r} of dtype {value.dtype}: only "
-                             f"float inputs can be perturbed.")
-        checks.check_finite(value, f"x[{name!r}]")
-        checks.check_box(value, spec.box(name), f"x[{name!r}]")

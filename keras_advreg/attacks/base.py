@@ -95,6 +95,35 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
 
+class MinimalDistanceAttack(Attack):
+    """An attack that also searches, without a radius, for the closest adversarial point.
+
+    Subclasses implement `minimal`; `evaluation.minimal` runs every such
+    attack the same way and keeps each example's smallest distance.
+    """
+
+    def minimal(self, model, x, y, seed=None):
+        """The adversarial point found per example and its distance to x.
+
+        Args:
+            model: a Keras model returning logits.
+            x: a float batch in `[clip_min, clip_max]`.
+            y: the true labels.
+            seed: None, or a stateless seed (int tensor of shape (2,)) for the
+                attack's randomness; deterministic attacks ignore it.
+
+        Returns:
+            `(x_adv, distance)`: the points and their `norm` distances to x,
+            inf where no misclassified point was found, 0 for an example
+            misclassified already.
+        """
+        raise NotImplementedError
+
+    def minimal_distance(self, model, x, y, seed=None):
+        """Per-example distance to the adversarial point found (`minimal`'s second half)."""
+        return self.minimal(model, x, y, seed=seed)[1]
+
+
 def logits_of(model, x):
     """Runs `model` in inference mode and returns float32 logits."""
     return tf.cast(model(x, training=False), tf.float32)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
-from keras_advreg.attacks.base import Attack, logits_of, register
+from keras_advreg.attacks.base import MinimalDistanceAttack, logits_of, register
 
 # The reference's bound on c before a first success (carlini/nn_robust_attacks).
 _NO_UPPER = 1e10
@@ -20,7 +20,7 @@ def _per_example_sum(t):
 
 
 @register
-class CarliniWagner(Attack):
+class CarliniWagner(MinimalDistanceAttack):
     """Carlini-Wagner l2 attack (Carlini & Wagner 2017, arXiv 1608.04644).
 
     Minimizes ||x' - x||_2^2 + c * f6(x') over x' = mid + half * tanh(w) (the
@@ -92,27 +92,10 @@ class CarliniWagner(Attack):
             x_adv = tf.where(tf.reshape(inside, [-1] + [1] * (x.shape.rank - 1)), x_adv, x)
         return x_adv
 
-    def minimal(self, model, x, y):
-        """The smallest misclassified point found per example and its l2 distance to x.
-
-        Args:
-            model: a Keras model returning logits.
-            x: a float batch in `[clip_min, clip_max]`.
-            y: the true labels.
-
-        Returns:
-            `(x_adv, distance)`: the points (x where none was found) and their
-            l2 distances (inf where none was found, 0 for an example
-            misclassified already).
-        """
+    def minimal(self, model, x, y, seed=None):
+        """`MinimalDistanceAttack.minimal` in l2: the smallest misclassified point
+        found (x where none was); CW is deterministic (`seed` unused)."""
         return self._search(model, tf.convert_to_tensor(x, tf.float32), y)
-
-    def minimal_distance(self, model, x, y):
-        """Per-example l2 distance to the adversarial point found; inf where none was.
-
-        Already misclassified examples have distance 0.
-        """
-        return self.minimal(model, x, y)[1]
 
     def _search(self, model, x, y):
         """Returns `(x_adv, l2 distance)`, x and inf where no point was found."""

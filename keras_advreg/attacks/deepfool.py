@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_advreg import backend, checks
 from keras_advreg.attacks import losses
-from keras_advreg.attacks.base import Attack, logits_of, register
+from keras_advreg.attacks.base import MinimalDistanceAttack, logits_of, register
 
 # Per norm: the dual norm of a flat gradient, and the step toward a linearized
 # boundary at distance |f| / ||w||_dual.
@@ -30,7 +30,7 @@ _DISTANCES = {
 
 
 @register
-class DeepFool(Attack):
+class DeepFool(MinimalDistanceAttack):
     """DeepFool (Moosavi-Dezfooli et al. 2016, arXiv 1511.04599), l2, linf or l1.
 
     Linearizes every logit difference f_k - f_y at the current point and steps
@@ -79,31 +79,14 @@ class DeepFool(Attack):
             x_adv = self.project(x_adv, x, self.epsilon * scale)
         return x_adv
 
-    def minimal(self, model, x, y):
-        """The adversarial point found per example and its distance to x.
-
-        Args:
-            model: a Keras model returning logits.
-            x: a float batch in `[clip_min, clip_max]`.
-            y: the true labels.
-
-        Returns:
-            `(x_adv, distance)`: the last iterate (misclassified where the
-            distance is finite) and its `norm` distance to x, inf where it is
-            not misclassified, 0 for an example misclassified already.
-        """
+    def minimal(self, model, x, y, seed=None):
+        """`MinimalDistanceAttack.minimal`: x_adv is the last iterate (misclassified
+        where the distance is finite); DeepFool is deterministic (`seed` unused)."""
         x = tf.convert_to_tensor(x, tf.float32)
         x_adv = self._search(model, x, y)
         fooled = losses.misclassified(y, logits_of(model, x_adv))
         flat = tf.reshape(x_adv - x, [tf.shape(x)[0], -1])
         return x_adv, tf.where(fooled, _DISTANCES[self.norm](flat), math.inf)
-
-    def minimal_distance(self, model, x, y):
-        """Per-example distance to the adversarial point found; inf where none was found.
-
-        Already misclassified examples have distance 0.
-        """
-        return self.minimal(model, x, y)[1]
 
     def _search(self, model, x, y):
         batch = tf.shape(x)[0]

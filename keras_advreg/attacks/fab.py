@@ -6,12 +6,13 @@ import tensorflow as tf
 
 from keras_advreg import backend, checks
 from keras_advreg.attacks import geometry, losses
-from keras_advreg.attacks.base import ATTACK_LOSS_SCALE, Attack, logits_of, register
+from keras_advreg.attacks.base import (ATTACK_LOSS_SCALE, MinimalDistanceAttack, logits_of,
+                                       register)
 from keras_advreg.attacks.boundary import DUAL_NORMS, NORMS, project_onto_hyperplane_in_box
 
 
 @register
-class FAB(Attack):
+class FAB(MinimalDistanceAttack):
     """Fast adaptive boundary attack (Croce & Hein 2020, arXiv 1907.02044), linf, l2 or l1.
 
     A minimal-distance attack: each iteration linearizes the logit
@@ -90,26 +91,11 @@ class FAB(Attack):
         return tf.where(within, x_adv, x)
 
     def minimal(self, model, x, y, seed=None):
-        """The closest adversarial point found per example, over every run.
-
-        Args:
-            model: a Keras model returning logits.
-            x: a float batch in `[clip_min, clip_max]`.
-            y: the true labels.
-            seed: None, or a stateless seed (int tensor of shape (2,)).
-
-        Returns:
-            `(x_adv, distance)`: the points (x where none was found) and their
-            `norm` distances to x (inf where none was found, 0 for an example
-            misclassified already).
-        """
+        """`MinimalDistanceAttack.minimal`: the closest point over every run (x
+        where none was found); `seed` draws the restarts' random starts."""
         x = tf.convert_to_tensor(x, tf.float32)
         x_adv, distance = self._search(model, x, y, self.epsilon, seed, stop_below=None)
         return tf.stop_gradient(x_adv), tf.stop_gradient(distance)
-
-    def minimal_distance(self, model, x, y, seed=None):
-        """Per-example distance to the closest adversarial point found (as DeepFool's)."""
-        return self.minimal(model, x, y, seed)[1]
 
     def _search(self, model, x, y, epsilon, seed, stop_below):
         """All runs; with `stop_below`, a run stops once every best distance is below it."""

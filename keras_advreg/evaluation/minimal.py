@@ -69,10 +69,7 @@ def _distance_fn(runner, name, attack, norm):
     model, size = runner.model, NORMS[norm]
 
     def fn(x, y, seeds):
-        if isinstance(attack, FAB):
-            x_adv, _ = attack.minimal(model, x, y, seed=seeds)
-        else:
-            x_adv, _ = attack.minimal(model, x, y)
+        x_adv, _ = attack.minimal(model, x, y, seed=seeds)
         fooled = losses.misclassified(y, logits_of(model, x_adv))
         distance = size(tf.reshape(x_adv - x, [tf.shape(x)[0], -1]))
         return tf.where(fooled, distance, math.inf), x_adv
@@ -102,12 +99,12 @@ def minimal_distances(runner, attacks, x, y, correct, norm, return_adversarial=F
         found or not run).
     """
     index = np.flatnonzero(correct)
+    xs, ys = x[index], y[index]
     distances, adversarial = {}, {}
     for name, attack in attacks.items():
         runner.stage(f"minimal distance {name}", len(index))
         fn = _distance_fn(runner, name, attack, norm)
-        seeds = runner.example_seeds(index)
-        xs, ys = x[index], y[index]
+        seeds = runner.example_seeds(index)  # the stage's own seeds
 
         def compute(part, fn=fn, seeds=seeds, xs=xs, ys=ys):
             if len(ys[part]) == 0:

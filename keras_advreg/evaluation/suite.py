@@ -431,11 +431,9 @@ def evaluate_robustness(model, data, epsilon, norm="linf", suite="standard", n_e
 def _evaluate_multi_input(model, data, perturb, epsilon, norm, suite, n_examples, batch_size,
                           seed, unsupported):
     """`evaluate_robustness` with `perturb`: the suite and PGD-20 through the adapter."""
-    from keras_advreg.inputs import PerturbSpec
+    from keras_advreg.inputs import checked_spec
 
-    if not isinstance(perturb, PerturbSpec):
-        raise ValueError(f"`perturb` must be None or a keras_advreg.inputs.PerturbSpec, "
-                         f"got {perturb!r}.")
+    checked_spec(perturb)
     given = [name for name, (value, default) in unsupported.items() if value is not default]
     if given:
         raise ValueError(f"evaluate_robustness with `perturb` (a multi-input model) does not "
@@ -461,10 +459,9 @@ def _evaluate(model, data, epsilon, norm, suite, n_examples, epsilons, batch_siz
     norm = checks.norm(norm, checks.ATTACK_NORMS)
     clip = checks.box(clip_min, clip_max)
     attacks = resolve_suite(suite, epsilon, norm, clip)
-    minimal_budget = (minimal.default_budget(suite) if minimal_budget is None
-                      else checks.choice("minimal_distance_budget", minimal_budget,
-                                         minimal.BUDGETS))
-    minimal_attacks = minimal.minimal_attacks(minimal_budget, epsilon, norm, clip)
+    if minimal_budget is None:
+        minimal_budget = minimal.default_budget(suite)
+    minimal_attacks = minimal.minimal_attacks(minimal_budget, epsilon, norm, clip)  # checks it
     grid = curves.check_grid(epsilons) if epsilons is not None else curves.default_grid(epsilon)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
     if num_classes is not None:
