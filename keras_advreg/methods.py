@@ -7,13 +7,14 @@ of one attack step. Inputs are assumed to lie in [clip_min, clip_max] = [0, 1].
 
 from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD
-from keras_advreg.objectives import AdversarialLoss, CleanLoss, MixedBatchLoss, OutputDivergence
+from keras_advreg.objectives import (AdversarialLoss, CleanLoss, MixedBatchLoss, Objectives,
+                                    OutputDivergence)
 from keras_advreg.objectives import (BoostedCrossEntropy, FiniteDifferencePenalty,
                                     FreeAdversarialLoss, GradAlign,
                                     GaussianNoiseLoss, GradientFeatureAlignment,
                                     InputGradientPenalty, MisclassificationAwareKL)
 from keras_advreg.nsl import from_nsl_config  # noqa: F401  (re-export)
-from keras_advreg.weight_perturbation import AdversarialWeightPerturbation, WithWeightPerturbation
+from keras_advreg.weight_perturbation import AdversarialWeightPerturbation
 
 
 def standard():
@@ -258,9 +259,9 @@ def madry_awp(gamma=5e-3, epsilon=8 / 255, step_size=None, steps=7, norm="linf",
     >>> objective.weight_perturbation
     AdversarialWeightPerturbation(gamma=0.005)
     """
-    return WithWeightPerturbation(
+    return Objectives(
         madry(epsilon=epsilon, step_size=step_size, steps=steps, norm=norm, clip_min=clip_min,
-              clip_max=clip_max), AdversarialWeightPerturbation(gamma=gamma))
+              clip_max=clip_max), weight_perturbation=AdversarialWeightPerturbation(gamma=gamma))
 
 
 def trades_awp(gamma=5e-3, beta=6.0, epsilon=0.031, step_size=None, steps=10, norm="linf",
@@ -289,9 +290,10 @@ def trades_awp(gamma=5e-3, beta=6.0, epsilon=0.031, step_size=None, steps=10, no
         `trades(...)`'s objectives, carrying the weight perturbation
         (`AdvRegModel` uses it).
     """
-    return WithWeightPerturbation(
+    return Objectives(
         trades(beta=beta, epsilon=epsilon, step_size=step_size, steps=steps, norm=norm,
-               clip_min=clip_min, clip_max=clip_max), AdversarialWeightPerturbation(gamma=gamma))
+               clip_min=clip_min, clip_max=clip_max),
+        weight_perturbation=AdversarialWeightPerturbation(gamma=gamma))
 
 
 def arr(lam=1.0, epsilon=8 / 255, distance="kl", steps=1, step_size=None, norm="linf",

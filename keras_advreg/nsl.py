@@ -32,7 +32,7 @@ from keras_advreg import checks
 from keras_advreg.attacks import FGSM, PGD, geometry
 from keras_advreg.attacks.base import register
 from keras_advreg.inputs import UNBOUNDED, PerturbSpec
-from keras_advreg.objectives import AdversarialLoss, CleanLoss
+from keras_advreg.objectives import AdversarialLoss, CleanLoss, Objectives
 
 # NSL does not clip when clip_value_min/max is None; keras_advreg attacks always
 # clip to a finite box, so None maps to UNBOUNDED (1e30), far beyond any real input.
@@ -141,7 +141,7 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
     Returns:
         `[CleanLoss(), AdversarialLoss(FGSM or PGD, weight=multiplier)]`;
         with `feature_names` or `feature_mask`, a list with a `perturb`
-        attribute (`WithPerturbSpec`).
+        attribute (`objectives.Objectives`).
 
     Example:
 
@@ -197,23 +197,7 @@ def from_nsl_config(multiplier=0.2, adv_step_size=0.001, adv_grad_norm="l2",
         else:
             attack = PGD(epsilon=radius, step_size=step, steps=steps, random_start=False, **box)
     objective = [CleanLoss(), AdversarialLoss(attack, weight=multiplier)]
-    return objective if perturb is None else WithPerturbSpec(objective, perturb)
-
-
-class WithPerturbSpec(list):
-    """A list of objectives that also names the inputs its attacks perturb (`perturb`).
-
-    What `from_nsl_config` returns for NSL feature dicts: `AdvRegModel` trains
-    with `perturb` when its own `perturb` argument is None.
-
-    Args:
-        objectives: the list of `Objective`s.
-        perturb: a `PerturbSpec`.
-    """
-
-    def __init__(self, objectives, perturb):
-        super().__init__(objectives)
-        self.perturb = perturb
+    return objective if perturb is None else Objectives(objective, perturb=perturb)
 
 
 def _perturb_spec(feature_names, feature_mask, clip_value_min, clip_value_max):

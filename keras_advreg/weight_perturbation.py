@@ -118,20 +118,3 @@ class AdversarialWeightPerturbation:
 
     def __repr__(self):
         return f"{type(self).__name__}(gamma={self.gamma!r})"
-
-
-class WithWeightPerturbation(list):
-    """A recipe's list of objectives that also names its weight perturbation.
-
-    What `methods.madry_awp` and `methods.trades_awp` return: the base
-    method's list of `Objective`s, which `AdvRegModel` trains with
-    `weight_perturbation` when its own `weight_perturbation` argument is None.
-
-    Args:
-        objectives: the list of `Objective`s.
-        weight_perturbation: e.g. an `AdversarialWeightPerturbation`.
-    """
-
-    def __init__(self, objectives, weight_perturbation):
-        super().__init__(objectives)
-        self.weight_perturbation = weight_perturbation

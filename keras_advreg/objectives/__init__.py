@@ -1,7 +1,7 @@
 """Objectives: unweighted terms that `AdvRegModel` weights and sums."""
 
 from keras_advreg.objectives.adversarial import AdversarialLoss, CleanLoss, MixedBatchLoss
-from keras_advreg.objectives.base import Objective, StepContext
+from keras_advreg.objectives.base import Objective, Objectives, StepContext
 from keras_advreg.objectives.divergence import OutputDivergence
 from keras_advreg.objectives.free import FreeAdversarialLoss
 from keras_advreg.objectives.finite_difference import FiniteDifferencePenalty

@@ -65,6 +65,26 @@ class Objective:
         return f"{type(self).__name__}(name={self.name!r}, weight={self.weight!r})"
 
 
+class Objectives(list):
+    """A recipe's list of objectives with the `AdvRegModel` settings it needs.
+
+    What recipes return when they are more than their terms: `methods.madry_awp`
+    and `trades_awp` carry a `weight_perturbation`, `methods.from_nsl_config`
+    with NSL feature names a `perturb` spec; `AdvRegModel` uses each when its
+    own argument of that name is None.
+
+    Args:
+        objectives: the list of `Objective`s.
+        weight_perturbation: None, or e.g. an `AdversarialWeightPerturbation`.
+        perturb: None, or an `inputs.PerturbSpec`.
+    """
+
+    def __init__(self, objectives, weight_perturbation=None, perturb=None):
+        super().__init__(objectives)
+        self.weight_perturbation = weight_perturbation
+        self.perturb = perturb
+
+
 class StepContext:
     """What objectives see of one step: the batch, forward passes and attacks.
 
