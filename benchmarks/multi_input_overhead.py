@@ -8,7 +8,8 @@ with the same method (Madry PGD-7 by default) on the same batch:
   unpack, the untouched "b" passed through);
 - "multi_masked": the same with a mask on "a" (a gather and a scatter per call).
 
-Steps are timed interleaved over rounds (machine noise hits all alike);
+Steps are timed interleaved over rounds, in a new random order each round
+(`step_cost.interleaved_step_times`: machine noise and order effects hit all alike);
 ratios are of median step times to "single", plus the median of the per-round
 ratios. Not a test: run it by hand.
 
@@ -19,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 import keras_advreg as kar  # noqa: E402
 from keras_advreg.benchmark import objective_of  # noqa: E402
+from step_cost import interleaved_step_times  # noqa: E402  (benchmarks/, the script's folder)
 from keras_advreg.inputs import PerturbSpec  # noqa: E402
 
 
@@ -76,13 +77,9 @@ def run(dim_a=256, dim_b=32, hidden=512, batch_size=128, rounds=15, steps_per_ro
     for name, model in built.items():  # trace and warm up
         for _ in range(3):
             model.train_on_batch(inputs[name], y)
-    times = {name: [] for name in built}
-    for _ in range(rounds):
-        for name, model in built.items():
-            start = time.perf_counter()
-            for _ in range(steps_per_round):
-                model.train_on_batch(inputs[name], y)
-            times[name].append((time.perf_counter() - start) / steps_per_round)
+    times = interleaved_step_times(
+        {name: (lambda name=name, model=model: model.train_on_batch(inputs[name], y))
+         for name, model in built.items()}, rounds, steps_per_round, rng)
     base = statistics.median(times["single"])
     return {name: {"median_step_s": statistics.median(t),
                    "ratio_of_medians": statistics.median(t) / base,

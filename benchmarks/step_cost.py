@@ -76,6 +76,25 @@ def _peak_memory(model, x, y):
     return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
 
 
+def interleaved_step_times(steps, rounds, steps_per_round, rng):
+    """`{name: [seconds per call of steps[name], one per round]}`, in one process.
+
+    Every round times each callable `steps_per_round` times, in a new random
+    order: in a fixed order, a method timed right after a costly one ran up to
+    15% faster (trades_awp below trades).
+    """
+    times = {name: [] for name in steps}
+    progress = keras.utils.Progbar(rounds, unit_name="round")
+    for _ in range(rounds):
+        for name in rng.permutation(list(steps)):
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                steps[name]()
+            times[name].append((time.perf_counter() - start) / steps_per_round)
+        progress.add(1)
+    return times
+
+
 def run(input_shape=(32, 32, 3), batch_size=128, rounds=7, steps_per_round=3,
         precision="float32", methods=None, seed=0):
     """Times one training step of each method spec.
@@ -95,18 +114,9 @@ def run(input_shape=(32, 32, 3), batch_size=128, rounds=7, steps_per_round=3,
         for _ in range(2):
             model.train_on_batch(x, y)
     peaks = {name: _peak_memory(model, x, y) for name, model in models.items()}
-    times = {name: [] for name in names}
-    progress = keras.utils.Progbar(rounds, unit_name="round")
-    for _ in range(rounds):
-        # A new order each round: in a fixed order, a method timed right after a
-        # costly one ran up to 15% faster (trades_awp below trades).
-        for name in rng.permutation(names):
-            model = models[name]
-            start = time.perf_counter()
-            for _ in range(steps_per_round):
-                model.train_on_batch(x, y)
-            times[name].append((time.perf_counter() - start) / steps_per_round)
-        progress.add(1)
+    times = interleaved_step_times(
+        {name: (lambda model=model: model.train_on_batch(x, y)) for name, model in models.items()},
+        rounds, steps_per_round, rng)
     plain = statistics.median(times["standard"])
     keras.mixed_precision.set_global_policy("float32")
     return {name: {"ratio": statistics.median(times[name]) / plain,
